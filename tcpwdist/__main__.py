@@ -1,0 +1,3 @@
+from tcpwdist.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,572 @@
+"""Read bpftrace map dumps: text (every version from 0.9) and JSON.
+
+A text dump is what bpftrace prints when it exits (or on ``print(@)``)::
+
+    Attaching 1 probe...
+
+
+    @[23476, basic-edges]: 
+    [0]                    1 |@@@@@@@@@@@@@@@@@@@@@@@@@@                          |
+    [1]                    1 |@@@@@@@@@@@@@@@@@@@@@@@@@@                          |
+    [2, 4)                 2 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|
+    [4, 8)                 0 |                                                    |
+
+    @ticks: 3
+
+The text grammar below is pyparsing, built bottom-up from named pieces
+(label, count, bar, row, header, entry, scalar line, noise line).  What it
+must survive, version by version (see the project's reference notes):
+
+* the header's trailing space (``@[k]: `` up to 0.22, ``@[k]:`` from 0.23);
+* comm bytes printed raw: spaces, commas, ``]: ``, brackets, tabs, bytes
+  that are not UTF-8, even a newline that splits the header over two lines;
+* bucket labels ``(..., 0)``, ``[0]``, ``[2, 4)``, ``[1K, 2K)``,
+  ``[3584, 4K)``, ``[100, ...)``, with K..E suffixes (powers of 1024);
+* blank-line rules of every era, stray blank lines from empty maps;
+* a pty's additions: CRLF, the echoed ``^C``, stderr lines (ERROR/WARNING,
+  sometimes ANSI-coloured) interleaved with the dump;
+* several successive ``print(@)`` dumps (interval output): a key seen again,
+  or a ``HH:MM:SS`` line from ``time()``, starts the next interval.
+
+JSON dumps (``bpftrace -f json``, one record a line) are read record by
+record with the standard library; their quirks (``\\uffffffXX`` bytes up to
+0.23, keys escaped twice in 0.22-0.23, spaces stripped from keys and big
+integers as strings from 0.24, the 2G bucket bug before 0.20) are undone
+in :func:`_json_key` and :func:`_json_bucket`.
+
+Comms are kept as the exact bytes the kernel holds: input is decoded as
+UTF-8 with ``surrogateescape`` and keys are encoded back the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, NamedTuple, Union
+
+import pyparsing as pp
+
+from tcpwdist.errors import DumpError
+
+# --------------------------------------------------------------------------
+# The data a dump holds.
+
+
+class Bucket(NamedTuple):
+    """One histogram bucket: values ``lo <= v < hi``.
+
+    ``lo`` is None for the open-below bucket ``(..., hi)``; ``hi`` is None
+    for the open-above lhist bucket ``[lo, ...)``.  (A NamedTuple, not a
+    dataclass: a big dump makes 100,000 of them, and a tuple is built
+    four times faster than a frozen dataclass.)
+    """
+
+    lo: int | None
+    hi: int | None
+    count: int
+
+
+@dataclass(frozen=True)
+class HistEntry:
+    key: str | None  # the key as printed (raw bytes as surrogate escapes); None: keyless
+    buckets: tuple[Bucket, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(b.count for b in self.buckets)
+
+
+@dataclass(frozen=True)
+class ValueEntry:
+    """One entry of a count/sum/avg/stats/... map, its value as printed."""
+
+    key: str | None
+    value: str
+
+
+Entry = Union[HistEntry, ValueEntry]
+
+
+@dataclass(frozen=True)
+class MapDump:
+    name: str  # "@", "@bytes", ...
+    entries: tuple[Entry, ...]
+    sep: str = ", "  # between key parts: ", " in text, "," in JSON
+
+    @property
+    def is_hist(self) -> bool:
+        return bool(self.entries) and isinstance(self.entries[0], HistEntry)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every map of one dump (one interval of an interval series)."""
+
+    maps: tuple[MapDump, ...]
+    stamp: str | None = None  # "HH:MM:SS" when the dump carried a time() line
+
+    def get(self, name: str) -> MapDump | None:
+        for m in self.maps:
+            if m.name == name:
+                return m
+        return None
+
+
+@dataclass(frozen=True)
+class Dump:
+    snapshots: tuple[Snapshot, ...]
+    format: str  # "text" or "json"
+    recognised: bool  # an attach notice or record showed this is bpftrace's
+    notes: tuple[str, ...] = ()  # things the user should hear about, once
+    cut: str | None = None  # what was cut off when the dump ends mid-map
+    map_full: bool = False  # bpftrace said "Map full": writes were dropped
+    lost_events: int = 0
+    # The bpftrace era the JSON keys told us about, when they did.
+    era: str | None = field(default=None)
+
+
+# --------------------------------------------------------------------------
+# Bucket labels.
+
+_SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40,
+           "P": 1 << 50, "E": 1 << 60}
+_NUM = r"-?\d+[KMGTPE]?"
+_NUM_RE = re.compile(r"(-?\d+)([KMGTPE]?)")
+
+
+def _num(text: str) -> int:
+    m = _NUM_RE.fullmatch(text)
+    assert m is not None, text
+    return int(m.group(1)) * _SUFFIX[m.group(2)]
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_label(label: str) -> tuple[int | None, int | None]:
+    """``"[1K, 2K)"`` -> ``(1024, 2048)``; bounds are lo-inclusive, hi-exclusive."""
+    if label.startswith("(..., "):
+        return None, _num(label[6:-1])
+    inner = label[1:-1]
+    if label.endswith("]"):  # "[5]": one value
+        v = _num(inner)
+        return v, v + 1
+    lo, _, hi = inner.partition(", ")
+    if hi == "...":
+        return _num(lo), None
+    return _num(lo), _num(hi)
+
+
+def _fmt_num(v: int) -> str:
+    for suffix in "EPTGMK":
+        unit = _SUFFIX[suffix]
+        if v and v % unit == 0:
+            return f"{v // unit}{suffix}"
+    return str(v)
+
+
+def format_label(lo: int | None, hi: int | None) -> str:
+    """The bpftrace-style label of a bucket (log2 spelling, K..E suffixes)."""
+    if lo is None:
+        return f"(..., {_fmt_num(hi or 0)})"
+    if hi is None:
+        return f"[{_fmt_num(lo)}, ...)"
+    if hi == lo + 1:
+        return f"[{lo}]"
+    return f"[{_fmt_num(lo)}, {_fmt_num(hi)})"
+
+
+# --------------------------------------------------------------------------
+# Keys.
+
+_PID_COMM_RE = {sep: re.compile(rf"(-?\d+){sep}(.*)", re.S) for sep in (", ", ",")}
+
+
+def pid_comm(key: str | None, sep: str) -> tuple[int, bytes] | None:
+    """Split a printed ``pid, comm`` key; None if the key has another shape.
+
+    The pid comes first, so everything after the first separator is the
+    comm, however many commas or spaces it holds: ``"1, a, b"`` -> ``(1, b"a, b")``.
+    """
+    if key is None:
+        return None
+    m = _PID_COMM_RE[sep].fullmatch(key)
+    if m is None:
+        return None
+    return int(m.group(1)), m.group(2).encode("utf-8", "surrogateescape")
+
+
+# --------------------------------------------------------------------------
+# The text grammar.
+
+LABEL_PATTERN = (rf"\(\.\.\., {_NUM}\)"          # (..., 0)      below the range
+                 rf"|\[{_NUM}, {_NUM}\)"         # [2, 4) [1K, 2K)
+                 rf"|\[{_NUM}, \.\.\.\)"         # [100, ...)    lhist overflow
+                 rf"|\[{_NUM}\]")                # [0] [1]       one value
+COUNT_PATTERN = r"\d+"
+BAR_PATTERN = r"\|@* *\|"
+EOL = r"(?:\n|\Z)"
+
+label = pp.Regex(LABEL_PATTERN).set_name("bucket label")
+count = pp.Regex(COUNT_PATTERN).set_name("count")
+bar = pp.Regex(BAR_PATTERN).set_name("bar")
+
+# A row is the three pieces above on one line: label left-aligned in 16
+# columns (a longer label pushes the count right, even against it), count
+# right-aligned in 8, the bar.
+ROW_PATTERN = rf"({LABEL_PATTERN}) *({COUNT_PATTERN}) {BAR_PATTERN}[ \t]*"  # groups: label, count
+row = pp.Regex(ROW_PATTERN + EOL, as_group_list=True).set_name("bucket row")
+
+# The rows of one entry, as one token.  Rows are what a big dump is made
+# of (100,000 of them for 5,000 processes), and matching the run of rows
+# with one regex, then splitting it with findall, measured 6x faster than
+# row[...] (one pyparsing match per row): see bench/ and BENCHMARKS.md.
+_ROW_RE = re.compile(ROW_PATTERN)
+rows = pp.Regex(rf"(?:{ROW_PATTERN}\n)*(?:{ROW_PATTERN}\Z)?").set_name("bucket rows")
+rows.add_parse_action(lambda t: [[(m[0], m[1]) for m in _ROW_RE.findall(t[0])]])
+
+# "@name[key]: " then end of line, followed by a row or a blank line.  The
+# key is raw bytes, so it may hold "]: " (the last "]: " on the line ends
+# it) or even newlines (it may then run over a few lines).
+_NAME = r"@(?P<name>[A-Za-z_0-9]*)"
+_KEY_LINES = r"(?:\[(?P<key>[^\n]*|[^\n]*(?:\n[^\n]*){1,16}?)\])?"
+hist_header = pp.Regex(
+    rf"{_NAME}{_KEY_LINES}: ?[ \t]*\n(?=[\[(]|\n|\Z)"
+).set_name("hist header")
+
+blank = pp.Regex(r"[ \t]*\n").set_name("blank line")
+end_of_dump = pp.StringEnd().set_name("end of dump")
+
+# A hist entry: header, rows, then the blank line bpftrace ends it with.
+# Without that blank line the dump was cut off inside the entry.
+hist_entry = (hist_header + rows + (blank | end_of_dump)).set_name("hist entry")
+
+# count/sum/avg/stats/... maps: "@name[key]: value" on one line.
+scalar_line = pp.Regex(
+    rf"{_NAME}(?:\[(?P<key>[^\n]*)\])?: (?P<value>[^\n]+){EOL}(?![\[(])"
+).set_name("map line")
+
+# Lines that bpftrace or the terminal put around a dump: log lines on the
+# other stream (merged on a pty, maybe ANSI-coloured), the echoed ^C, the
+# attach notice, "Lost N events", the test hook's word.  A diagnostic with
+# a source location comes with the source line and a ~~~ underline.
+_ANSI = r"(?:\x1b\[[0-9;]*m)*"
+noise_line = pp.Regex(
+    rf"{_ANSI}(?:ERROR|WARNING|FATAL|NOTE|HINT|\^C|Attaching \d+ probes?|Attached \d+ probes?"
+    r"|Lost \d+ events|__BPFTRACE_NOTIFY_PROBES_ATTACHED|No probes to attach"
+    r"|create_probe_event|Kernel .*|stdin:\d+:\d+(?:-\d+)?: [^\n]*\n[^\n]*\n[ \t]*~+)"
+    rf"[^\n]*{EOL}"
+).set_name("log line")
+
+# time("%H:%M:%S\n") between interval dumps: the next interval starts here.
+time_line = pp.Regex(r"(?P<stamp>\d\d:\d\d:\d\d)[ \t]*\n").set_name("interval time")
+
+# An unterminated last line that is none of the above: output cut mid-line.
+cut_line = pp.Regex(r"[^\n]+\Z").set_name("cut-off line")
+
+# Each item of the dump becomes one tagged tuple for the reader below.
+dump_item = (
+    scalar_line.copy().add_parse_action(lambda t: [("scalar", t[0])])
+    | hist_entry.copy().add_parse_action(
+        lambda t: [("hist", t[0], t[1], len(t) == 3)])  # 3 tokens: ended by its blank line
+    | time_line.copy().add_parse_action(lambda t: [("time", t[0].strip())])
+    | noise_line.copy().add_parse_action(lambda t: [("noise", t[0])])
+    | blank.suppress()
+).set_name("dump line")
+text_dump = (dump_item[...]
+             + pp.Opt(cut_line.copy().add_parse_action(lambda t: [("cut", t[0])]))
+             + end_of_dump)
+text_dump.leave_whitespace(recursive=True)
+text_dump.set_name("bpftrace text dump")
+
+_ATTACH_RE = re.compile(
+    rf"^{_ANSI}(?:Attaching \d+ probes?\.\.\.|Attached \d+ probes?)[^\n]*\n?", re.M)
+_JSON_RE = re.compile(r'^[ \t]*\{"type": ?"', re.M)
+_LOST_RE = re.compile(rf"{_ANSI}Lost (\d+) events")
+
+
+# --------------------------------------------------------------------------
+# Reading.
+
+
+class _Builder:
+    """Collects entries into snapshots; a repeated (map, key) starts a new one."""
+
+    def __init__(self, sep: str) -> None:
+        self.sep = sep
+        self.snapshots: list[Snapshot] = []
+        self._maps: dict[str, list[Entry]] = {}
+        self._seen: set[tuple[str, str | None]] = set()
+        self._stamp: str | None = None
+
+    def add(self, name: str, entry: Entry) -> None:
+        ident = (name, entry.key)
+        if ident in self._seen:
+            self.flush()
+        self._seen.add(ident)
+        self._maps.setdefault(name, []).append(entry)
+
+    def add_map(self, name: str, entries: list[Entry]) -> None:
+        """A JSON record: a whole map at once; seeing it again starts a new snapshot."""
+        if name in self._maps:
+            self.flush()
+        self._maps[name] = entries
+
+    def mark(self, stamp: str) -> None:
+        self.flush()
+        self._stamp = stamp
+
+
+    def flush(self) -> None:
+        if self._maps:
+            maps = tuple(MapDump(n, tuple(e), self.sep) for n, e in sorted(self._maps.items()))
+            self.snapshots.append(Snapshot(maps, self._stamp))
+        self._maps, self._seen, self._stamp = {}, set(), None
+
+
+def _line_of(text: str, loc: int) -> int:
+    return text.count("\n", 0, loc) + 1
+
+
+def _shown(key_text: str) -> str:
+    return key_text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") \
+        .encode("unicode_escape").decode("ascii")
+
+
+def parse(data: bytes | str) -> Dump:
+    """Parse bpftrace output (text or JSON, piped or from a pty).
+
+    Raises :class:`DumpError` for input that is not bpftrace output; a dump
+    cut off mid-map parses to everything complete, with ``cut`` set.
+    """
+    text = data.decode("utf-8", "surrogateescape") if isinstance(data, bytes) else data
+    text = text.replace("\r\n", "\n").replace("\r", "")
+    if "\x00" in text:
+        raise DumpError("input holds NUL bytes: this is not bpftrace's text output",
+                        line=_line_of(text, text.index("\x00")))
+    # The format shows in the first lines: a JSON dump's records start with
+    # {"type": ..., a text dump's never do.  Looking only there keeps a
+    # 100,000-row dump from being scanned twice.
+    head = text[:16384]
+    if _JSON_RE.search(head):
+        return _parse_json(text)
+    return _parse_text(text, _ATTACH_RE.search(head))
+
+
+def _parse_text(text: str, attach: re.Match | None) -> Dump:
+    # Whatever comes before the attach notice (compile warnings with their
+    # source lines, a shell prompt, a BEGIN banner) is not part of the dump.
+    start = attach.end() if attach else 0
+    body = text[start:]
+    first_line = _line_of(text, start)
+    try:
+        result = text_dump.parse_string(body, parse_all=True)
+    except pp.ParseBaseException as exc:
+        line = first_line + exc.lineno - 1
+        shown = exc.line[:60]
+        raise DumpError(
+            f"not bpftrace map output: {shown.encode('unicode_escape').decode('ascii')!r}",
+            hint="tcpwdist -r reads what bpftrace prints for @[pid, comm] = hist(...)",
+            line=line) from None
+
+    builder = _Builder(", ")
+    cut: str | None = None
+    map_full = False
+    lost = 0
+    for item in result:
+        kind = item[0]
+        if kind == "hist":
+            _, header, rows, complete = item
+            m = hist_header.re.match(header)
+            assert m is not None
+            name, key = "@" + m["name"], m["key"]
+            if complete:
+                buckets = tuple(Bucket(*parse_label(lab), int(n)) for lab, n in rows)
+                builder.add(name, HistEntry(key, buckets))
+            else:
+                cut = name if key is None else f"{name}[{_shown(key)}]"
+        elif kind == "scalar":
+            m = scalar_line.re.match(item[1])
+            assert m is not None
+            builder.add("@" + m["name"], ValueEntry(m["key"], m["value"]))
+        elif kind == "time":
+            builder.mark(item[1])
+        elif kind == "noise":
+            map_full = map_full or "Map full" in item[1]
+            lost += _lost(item[1])
+        elif kind == "cut":
+            cut = cut or f"the last line ({_shown(item[1][:40])})"
+    builder.flush()
+    return Dump(tuple(builder.snapshots), "text", recognised=attach is not None,
+                cut=cut, map_full=map_full, lost_events=lost)
+
+
+def _lost(line: str) -> int:
+    m = _LOST_RE.match(line)
+    return int(m.group(1)) if m else 0
+
+
+# --------------------------------------------------------------------------
+# JSON.
+
+_FFFF_RE = re.compile(r"\uffff[fF]{2}([0-9a-fA-F]{2})")
+_DOUBLE_ESCAPED_RE = re.compile(r'\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})')
+
+
+def _json_key(raw: str, twice: bool) -> str:
+    """A JSON map key as the text form would print it: undo 0.22-0.23's
+    second escaping, and turn the ``\\uffffffXX`` spelling of bytes >= 0x80
+    (up to 0.23) back into those bytes (as surrogate escapes)."""
+    if twice:
+        try:
+            raw = json.loads(f'"{raw}"')
+        except ValueError:
+            pass  # not escaped after all: keep it as it is
+    return _FFFF_RE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), raw)
+
+
+_INT32_MIN = -(1 << 31)
+
+
+def _json_bucket(b: dict) -> Bucket:
+    lo = int(b["min"]) if "min" in b else None
+    hi = int(b["max"]) + 1 if "max" in b else None
+    if lo == _INT32_MIN and hi == 1:
+        # bpftrace < 0.20 printed the [2G, 4G) bucket as min -2^31, max 0.
+        lo, hi = 1 << 31, 1 << 32
+    return Bucket(lo, hi, int(b["count"]))
+
+
+def _parse_json(text: str) -> Dump:
+    records: list[tuple[int, dict]] = []
+    cut: str | None = None
+    map_full = False
+    lost = 0
+    lines = text.split("\n")
+    for n, line in enumerate(lines, 1):
+        s = line.strip()
+        if not s.startswith("{"):  # blank lines, log lines, ^C
+            map_full = map_full or "Map full" in s
+            lost += _lost(s)
+            continue
+        try:
+            rec = json.loads(s)
+        except ValueError:
+            if n == len(lines) or all(not x.strip() for x in lines[n:]):
+                cut = f"the last record (line {n}, {len(s)} bytes)"
+                continue
+            raise DumpError("a line starts like JSON but is not valid JSON", line=n,
+                            hint="is this file damaged? bpftrace -f json writes one record a line")
+        if not isinstance(rec, dict) or "type" not in rec:
+            raise DumpError("JSON record without a \"type\"", line=n)
+        records.append((n, rec))
+
+    # Which era wrote the keys?  0.24+ adds "count" to attached_probes and
+    # strips spaces from keys; 0.22-0.23 escape key strings twice.
+    era = None
+    for _, rec in records:
+        if rec["type"] == "attached_probes":
+            era = ">=0.24" if "count" in rec else "<=0.23"
+    all_keys = [k for _, rec in records if rec["type"] in ("hist", "map", "stats")
+                and isinstance(rec.get("data"), dict)
+                for m in rec["data"].values() if isinstance(m, dict) for k in m]
+    twice = era != ">=0.24" and any(_DOUBLE_ESCAPED_RE.search(k) for k in all_keys)
+    if twice:
+        era = "0.22-0.23"
+
+    builder = _Builder(",")
+    for n, rec in records:
+        typ = rec["type"]
+        data = rec.get("data")
+        if typ in ("hist", "map", "stats") and isinstance(data, dict):
+            for name, value in data.items():
+                try:
+                    builder.add_map(name, _json_entries(typ, value, twice))
+                except (KeyError, TypeError, ValueError, AttributeError):
+                    raise DumpError(f"unexpected shape of map {name} in a {typ} record",
+                                    line=n) from None
+        elif typ == "time" and isinstance(data, str):
+            builder.mark(data.strip())
+        elif typ == "lost_events":
+            lost += int(rec.get("count", (data or {}).get("events", 0)))
+        elif typ == "helper_error" and "Map full" in str(rec.get("msg", "")):
+            map_full = True
+    builder.flush()
+    notes = []
+    if era == ">=0.24":
+        notes.append("bpftrace >= 0.24 strips spaces from JSON map keys: "
+                     "comms that held spaces are shown without them")
+    return Dump(tuple(builder.snapshots), "json", recognised=bool(records), notes=tuple(notes),
+                cut=cut, map_full=map_full,
+                lost_events=lost, era=era)
+
+
+def _json_entries(typ: str, value: object, twice: bool) -> list[Entry]:
+    if typ == "hist":
+        if isinstance(value, list):  # keyless: "@h": [buckets]
+            return [HistEntry(None, tuple(_json_bucket(b) for b in value))]
+        assert isinstance(value, dict)
+        return [HistEntry(_json_key(k, twice), tuple(_json_bucket(b) for b in v))
+                for k, v in value.items()]
+    if isinstance(value, dict) and not (typ == "stats" and "count" in value):
+        return [ValueEntry(_json_key(k, twice), json.dumps(v)) for k, v in value.items()]
+    return [ValueEntry(None, json.dumps(value))]
+
+
+# --------------------------------------------------------------------------
+# From maps to what tcpwdist reports.
+
+
+@dataclass(frozen=True)
+class ProcessHist:
+    pid: int
+    comm: bytes
+    buckets: tuple[Bucket, ...]
+
+    @property
+    def writes(self) -> int:
+        return sum(b.count for b in self.buckets)
+
+
+
+
+def pick_map(snapshots: Iterable[Snapshot], name: str | None = None) -> str:
+    """The name of the hist map keyed by (int, string) the report is about:
+    ``name`` if given, else ``@``, else the only such map."""
+    candidates: dict[str, bool] = {}
+    names: set[str] = set()
+    for snap in snapshots:
+        for m in snap.maps:
+            names.add(m.name)
+            if m.entries and all(isinstance(e, HistEntry) and pid_comm(e.key, m.sep)
+                                 for e in m.entries):
+                candidates[m.name] = True
+    if name is not None:
+        if name not in candidates:
+            found = ", ".join(sorted(candidates)) or "none"
+            raise DumpError(f"no hist map {name} keyed by (pid, comm) in the input",
+                            hint=f"maps of that shape found: {found}")
+        return name
+    if not candidates and names:
+        raise DumpError("no hist map keyed by (pid, comm) in the input; maps found: "
+                        + ", ".join(sorted(names)),
+                        hint="tcpwdist reports @[pid, comm] = hist(size) maps")
+    if "@" in candidates or not candidates:
+        return "@"
+    if len(candidates) == 1:
+        return next(iter(candidates))
+    raise DumpError("several hist maps keyed by (pid, comm): "
+                    + ", ".join(sorted(candidates)), hint="choose one with --map NAME")
+
+
+def processes(snapshot: Snapshot, name: str = "@") -> list[ProcessHist]:
+    """The (pid, comm) histograms of map ``name`` in one snapshot."""
+    m = snapshot.get(name)
+    if m is None:
+        return []
+    out = []
+    for e in m.entries:
+        pc = pid_comm(e.key, m.sep)
+        if pc is not None and isinstance(e, HistEntry):
+            out.append(ProcessHist(pc[0], pc[1], e.buckets))
+    return out

@@ -1,0 +1,192 @@
+"""Options -> the bpftrace program tcpwdist runs (pure: no I/O).
+
+The canonical program, tcpwdist.d's heir, is one line::
+
+    kprobe:tcp_sendmsg { @[pid, comm] = hist(arg2); }
+
+Every variant keeps its map exactly that shape, ``@[pid, comm] = hist(size)``,
+so that one parser reads them all; only the probe, the expression for the
+size and an optional predicate change.  Values from the user (pids, comm
+names) are validated here, before they reach the program text, and a comm
+is written as an escaped string literal, so no input can change the
+program's shape.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from tcpwdist.errors import UsageError
+
+if TYPE_CHECKING:
+    from tcpwdist.host import Facts
+
+Version = tuple[int, int, int]
+
+#: The order ``--probe auto`` tries them in: the cheapest that measures
+#: the size asked for first.
+PROBES = ("kprobe", "fentry", "tracepoint")
+
+#: What each probe measures, for --help, README and the man page.
+PROBE_MEANINGS = {
+    "kprobe": "kprobe:tcp_sendmsg, size = bytes the application asked to write (arg2)",
+    "fentry": "fentry:tcp_sendmsg (kfunc before bpftrace 0.20), size = args.size, "
+              "the same value; needs BTF and BPF trampolines",
+    "tracepoint": "tracepoint:sock:sock_send_length, size = bytes tcp_sendmsg accepted "
+                  "(its return value); TCP only, errors skipped",
+}
+
+HEADER = """\
+#!/usr/bin/env bpftrace
+/*
+ * tcpwdist	Simple TCP write distribution by process.
+ *		For Linux, uses bpftrace and eBPF.
+ *
+ * Which processes write to TCP, and in what sizes: a power-of-two
+ * histogram of the size of every application write (tcp_sendmsg), keyed
+ * by PID and command name.  These are application writes, not packets:
+ * sizes far above the MTU are normal.
+ *
+ * USAGE: tcpwdist.bt	(as root; Ctrl-C prints the histograms)
+ *	  or the tcpwdist command, which adds probe fallback, filters and
+ *	  reports: tcpwdist --help
+ *
+ * It sees writes that reach tcp_sendmsg: not sendfile/splice pages
+ * (tcp_sendpage on older kernels) nor TLS records written by kTLS
+ * offload.  A kernel without kprobes needs another probe:
+ * tcpwdist --probe tracepoint --program prints that program.
+ *
+ * Copyright 2026 the tcpwdist authors.
+ * Licensed under the Apache License, Version 2.0 (the "License")
+ *
+ * The Linux heir of tcpwdist.d from the DTraceToolkit, by Brendan Gregg.
+ *
+ * 28-Nov-2026	tcpwdist authors	Created this.
+ */
+
+"""
+
+NEWEST: Version = (99, 0, 0)
+
+# bpftrace's comm is 16 bytes with the NUL: a longer name can never match.
+COMM_MAX = 15
+PID_MAX = 4194304  # the kernel's PID_MAX_LIMIT
+
+
+@dataclass(frozen=True)
+class ProgramOptions:
+    probe: str = "kprobe"
+    version: Version = NEWEST  # the bpftrace that will run it
+    pids: tuple[int, ...] = ()
+    comms: tuple[str, ...] = ()
+
+
+def parse_version(text: str) -> Version | None:
+    """``"bpftrace v0.17.0"`` (or ``"v0.23.2-1"``) -> ``(0, 17, 0)``."""
+    m = re.search(r"v?(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if m is None:
+        return None
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+
+
+def validate_pid(value: int) -> int:
+    if not 0 < value <= PID_MAX:
+        raise UsageError(f"PID {value} is out of range", hint=f"a PID is 1 to {PID_MAX}")
+    return value
+
+
+def validate_comm(value: str) -> str:
+    raw = value.encode("utf-8", "surrogateescape")
+    if not raw:
+        raise UsageError("an empty command name matches nothing", hint="give -c NAME")
+    if len(raw) > COMM_MAX:
+        raise UsageError(
+            f"command name {value!r} is {len(raw)} bytes; the kernel keeps {COMM_MAX}",
+            hint=f"use its first {COMM_MAX} bytes: -c {raw[:COMM_MAX].decode('utf-8', 'replace')!r}")
+    if any(b < 0x20 or b == 0x7F for b in raw):
+        raise UsageError(f"command name {value!r} holds control characters",
+                         hint="control characters cannot be matched from the command line")
+    return value
+
+
+def string_literal(value: str) -> str:
+    """A bpftrace string literal for ``value``: backslash and quote escaped."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _probe_parts(probe: str, version: Version) -> tuple[str, str, list[str]]:
+    """(attach point, size expression, predicates the probe itself needs)."""
+    if probe == "kprobe":
+        return "kprobe:tcp_sendmsg", "arg2", []
+    if probe == "fentry":
+        # 0.17 aborts on "fentry:"; "kfunc:" is its name before 0.20.
+        if version < (0, 20, 0):
+            return "kfunc:tcp_sendmsg", "args->size", []
+        return "fentry:tcp_sendmsg", "args.size", []
+    if probe == "tracepoint":
+        # args is a pointer up to 0.18 and a struct from 0.19.
+        a = "args->" if version < (0, 19, 0) else "args."
+        return "tracepoint:sock:sock_send_length", f"{a}ret", [f"{a}protocol == 6", f"{a}ret >= 0"]
+    raise UsageError(f"unknown probe {probe!r}", hint="choose one of " + ", ".join(PROBES))
+
+
+def _any_of(terms: list[str]) -> str:
+    return terms[0] if len(terms) == 1 else "(" + " || ".join(terms) + ")"
+
+
+def generate(opts: ProgramOptions = ProgramOptions()) -> str:
+    """The full program text (header comment included) for ``opts``."""
+    point, size, preds = _probe_parts(opts.probe, opts.version)
+    if opts.pids:
+        preds.append(_any_of([f"pid == {validate_pid(p)}" for p in opts.pids]))
+    if opts.comms:
+        preds.append(_any_of([f"comm == {string_literal(validate_comm(c))}" for c in opts.comms]))
+    predicate = f" /{' && '.join(preds)}/" if preds else ""
+    return f"{HEADER}{point}{predicate} {{ @[pid, comm] = hist({size}); }}\n"
+
+
+def environment(version: Version, max_keys: int) -> dict[str, str]:
+    """Environment for bpftrace: its map-size limit, under the name this
+    version reads (a hist map takes one entry per (pid, comm, bucket))."""
+    name = "BPFTRACE_MAP_KEYS_MAX" if version < (0, 20, 0) else "BPFTRACE_MAX_MAP_KEYS"
+    return {name: str(max_keys)}
+
+
+MOUNT_TRACEFS = "mount -t tracefs nodev /sys/kernel/tracing"
+
+
+def plan_probes(requested: str, facts: Facts, fentry_supported: bool | None) -> \
+        tuple[list[str], list[str]]:
+    """Which probes to try, in order, and why the others were left out.
+
+    ``requested`` is "auto" or one probe; an explicit probe is always
+    tried (bpftrace's own error is the best explanation), auto skips the
+    probes the host's facts rule out.
+    """
+    if requested != "auto":
+        if requested not in PROBES:
+            raise UsageError(f"unknown probe {requested!r}",
+                             hint="choose auto or one of " + ", ".join(PROBES))
+        return [requested], []
+    tried: list[str] = []
+    skipped: list[str] = []
+    if facts.kprobes is False:
+        skipped.append("kprobe: this kernel has no kprobes (no kprobe PMU, "
+                       "no kprobe_events in tracefs)")
+    else:
+        tried.append("kprobe")
+    if not facts.btf:
+        skipped.append("fentry: no kernel BTF (/sys/kernel/btf/vmlinux)")
+    elif fentry_supported is False:
+        skipped.append("fentry: bpftrace --info reports no kfunc/fentry support on this kernel")
+    else:
+        tried.append("fentry")
+    if facts.tracefs is None:
+        skipped.append(f"tracepoint: tracefs is not mounted (fix: {MOUNT_TRACEFS})")
+    elif facts.tracepoint is False:
+        skipped.append("tracepoint: this kernel has no sock:sock_send_length tracepoint")
+    else:
+        tried.append("tracepoint")
+    return tried, skipped

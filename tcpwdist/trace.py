@@ -1,0 +1,281 @@
+"""Run bpftrace under a pty (pexpect) and bring back everything it printed.
+
+The edge of tcpwdist that touches processes: spawn, wait for the probes
+to attach, keep reading while tracing, interrupt, read the dump to EOF,
+escalate if bpftrace will not stop.  It returns raw bytes; parsing is
+``dump``'s job.  Every wait has a bound.
+
+Why a pty: bpftrace runs in its own session with the pty as its
+controlling terminal.  If tcpwdist dies, even by SIGKILL, the kernel
+closes the pty master and sends SIGHUP to bpftrace, whose default action
+ends it: no bpftrace is left behind with probes attached.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import BinaryIO, Callable
+
+import pexpect
+
+from tcpwdist.errors import (BpftraceFailed, BpftraceMissing, InterruptedEarly, NoProbe,
+                             PermissionDenied)
+
+# What bpftrace prints once its probes are attached, in every version:
+# "Attached N probes" (0.24+, after attaching), the test hook's word
+# (0.14+, after attaching, requested through the environment), and
+# "Attaching N probes..." (up to 0.23, printed *before* attaching, so
+# trusted only for versions without the hook, after a settling pause).
+ATTACHED_RE = re.compile(rb"Attached \d+ probes?|__BPFTRACE_NOTIFY_PROBES_ATTACHED")
+ATTACHING_RE = re.compile(rb"Attaching \d+ probes?\.\.\.")
+NOTIFY_ENV = "__BPFTRACE_NOTIFY_PROBES_ATTACHED"
+
+# Lines that say a probe could not be attached (the caller may try another).
+_ATTACH_FAILED_RE = re.compile(
+    rb"Error attaching probe|Unable to attach probe|Attachment failed|"
+    rb"could not read traceable functions|Invalid probe type|"
+    rb"[Tt]racepoint not found|[Pp]robe does not exist|No probes to attach|"
+    rb"does not support|kfunc.*not supported|fentry.*not supported|"
+    rb"Could not resolve|Can not access field|Unknown struct|BTF is required")
+_PERMISSION_RE = re.compile(
+    rb"only supports running as the root user|Operation not permitted|Permission denied")
+
+
+@dataclass
+class Timeouts:
+    attach: float = 30.0  # spawn to attach notice (compiling can take seconds)
+    settle: float = 0.5  # after "Attaching..." when no post-attach notice exists
+    quiet: float = 3.0  # after an interrupt: silence that counts as "not stopping"
+    stop: float = 30.0  # after the interrupt: the most to wait for EOF in all
+
+
+@dataclass
+class Outcome:
+    """What a run of bpftrace left: its output and how it ended."""
+
+    output: bytes
+    exit_status: int | None
+    signal_status: int | None
+    escalations: list[str] = field(default_factory=list)  # what it took to stop it
+    aborted: bool = False  # the user asked us to stop waiting for the dump
+
+
+def _tail(output: bytes, lines: int = 4) -> tuple[str, ...]:
+    text = output.replace(b"\r\n", b"\n").decode("utf-8", "replace")
+    kept = [ln.strip() for ln in text.splitlines() if ln.strip() and ln.strip() != "^C"]
+    return tuple(kept[-lines:])
+
+
+class Session:
+    """One bpftrace process under a pty.
+
+    ``stop_requested`` is polled while waiting, so a signal handler that
+    sets a flag ends any wait within ``poll`` seconds.
+    """
+
+    poll = 0.1
+
+    def __init__(self, bpftrace: str, args: list[str], env: dict[str, str],
+                 timeouts: Timeouts, raw_log: BinaryIO | None = None,
+                 stop_requested: Callable[[], bool] = lambda: False,
+                 abort_requested: Callable[[], bool] = lambda: False,
+                 on_output: Callable[[bytes], None] | None = None) -> None:
+        self.timeouts = timeouts
+        self.stop_requested = stop_requested
+        self.abort_requested = abort_requested
+        self.on_output = on_output
+        self.chunks: list[bytes] = []
+        self.eof = False
+        full_env = dict(os.environ)
+        full_env.update(env)
+        full_env[NOTIFY_ENV] = "1"
+        full_env.setdefault("BPFTRACE_COLOR", "never")
+        try:
+            self.child = pexpect.spawn(bpftrace, args, env=full_env, echo=False,
+                                       timeout=None, dimensions=(24, 200))
+        except pexpect.ExceptionPexpect as exc:
+            raise BpftraceMissing(f"cannot run {bpftrace}: {exc}",
+                                  hint="install bpftrace (apt-get install bpftrace) "
+                                       "or name it with --bpftrace PATH") from None
+        self.child.logfile_read = raw_log
+
+    # -- reading ---------------------------------------------------------
+
+    @property
+    def output(self) -> bytes:
+        return b"".join(self.chunks)
+
+    def _read(self, timeout: float) -> bytes:
+        """Whatever arrives within ``timeout`` (b"" if nothing; sets eof)."""
+        if self.eof:
+            return b""
+        try:
+            data = self.child.read_nonblocking(65536, timeout=timeout)
+        except pexpect.TIMEOUT:
+            return b""
+        except pexpect.EOF:
+            self.eof = True
+            return b""
+        self.chunks.append(data)
+        if self.on_output is not None:
+            self.on_output(data)
+        return data
+
+    # -- phases ----------------------------------------------------------
+
+    def wait_attached(self, version_has_notice: bool) -> None:
+        """Return once the probes are attached; raise if bpftrace ends first."""
+        deadline = time.monotonic() + self.timeouts.attach
+        settle_at: float | None = None
+        seen = b""
+        while True:
+            if self.stop_requested():
+                self.kill()
+                raise InterruptedEarly("interrupted before the probes were attached",
+                                       hint="nothing was traced")
+            now = time.monotonic()
+            if now > deadline:
+                self.kill()
+                raise BpftraceFailed(
+                    f"bpftrace did not attach its probes within {self.timeouts.attach:g} s",
+                    hint="a loaded host can need longer: raise --attach-timeout",
+                    details=_tail(self.output))
+            seen += self._read(self.poll)
+            if ATTACHED_RE.search(seen):
+                return
+            if not version_has_notice and ATTACHING_RE.search(seen):
+                settle_at = settle_at or now + self.timeouts.settle
+                if now >= settle_at and self.child.isalive():
+                    return
+            if self.eof:
+                self._raise_early_exit()
+
+    def _raise_early_exit(self) -> None:
+        self.reap()
+        out = self.output
+        details = _tail(out)
+        status = self.describe_status()
+        if _PERMISSION_RE.search(out):
+            raise PermissionDenied(f"bpftrace was not allowed to trace ({status})",
+                                   hint="run tcpwdist as root", details=details)
+        if _ATTACH_FAILED_RE.search(out):
+            raise NoProbe(f"the probe could not be attached ({status})", details=details)
+        raise BpftraceFailed(f"bpftrace exited before attaching its probes ({status})",
+                             details=details)
+
+    def trace(self, deadline: float | None) -> None:
+        """Keep reading until asked to stop, the deadline, or bpftrace's end."""
+        while not self.stop_requested() and not self.eof:
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            self._read(self.poll)
+
+    def stop(self) -> None:
+        """Interrupt bpftrace and read its dump to EOF.
+
+        bpftrace dumps its maps on SIGINT.  If it prints nothing for
+        ``quiet`` seconds the interrupt is sent again (0.17 was seen to
+        miss one in about 85), then SIGTERM (which also dumps, from 0.9.3),
+        then SIGKILL.  Output still arriving keeps the wait going, up to
+        ``stop`` seconds in all.
+        """
+        if self.eof:
+            return
+        steps = [("interrupt sent again", signal.SIGINT), ("SIGTERM sent", signal.SIGTERM),
+                 ("SIGKILL sent", signal.SIGKILL)]
+        self._signal(signal.SIGINT)
+        start = last_data = time.monotonic()
+        while not self.eof:
+            if self.abort_requested():
+                self.aborted = True
+                self.kill()
+                return
+            if self._read(self.poll):
+                last_data = time.monotonic()
+                continue
+            now = time.monotonic()
+            if now - last_data >= self.timeouts.quiet or now - start >= self.timeouts.stop:
+                if not steps:
+                    break
+                what, sig = steps.pop(0)
+                self.escalations.append(what)
+                self._signal(sig)
+                last_data = now
+        self.reap()
+
+    # -- process control ---------------------------------------------------
+
+    escalations: list[str]
+    aborted = False
+
+    def _signal(self, sig: int) -> None:
+        try:
+            self.child.kill(sig)
+        except OSError:
+            pass  # already gone
+
+    def kill(self) -> None:
+        """End bpftrace now (no dump wanted) and reap it."""
+        if self.child.isalive():
+            self._signal(signal.SIGKILL)
+        self.reap()
+
+    def reap(self) -> None:
+        try:
+            self.child.close(force=True)
+        except pexpect.ExceptionPexpect:
+            pass
+
+    def describe_status(self) -> str:
+        if self.child.signalstatus is not None:
+            return f"killed by signal {self.child.signalstatus}"
+        return f"exit status {self.child.exitstatus}"
+
+    def outcome(self) -> Outcome:
+        return Outcome(self.output, self.child.exitstatus, self.child.signalstatus,
+                       list(self.escalations), self.aborted)
+
+    def __enter__(self) -> "Session":
+        self.escalations = []
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # Whatever happened, no bpftrace is left running.
+        if self.child.isalive():
+            self.kill()
+
+
+def bpftrace_version(bpftrace: str, timeout: float = 10.0) -> str:
+    """``bpftrace --version``'s output; raise BpftraceMissing if it can't run."""
+    try:
+        out, status = pexpect.run(f"{_quote(bpftrace)} --version", timeout=timeout,
+                                  withexitstatus=True)
+    except pexpect.ExceptionPexpect as exc:
+        raise BpftraceMissing(f"cannot run {bpftrace}: {exc}".splitlines()[0],
+                              hint="install bpftrace (apt-get install bpftrace) "
+                                   "or name it with --bpftrace PATH") from None
+    text = out.decode("utf-8", "replace").strip()
+    if status != 0 or "bpftrace" not in text.lower():
+        raise BpftraceMissing(f"{bpftrace} --version failed: {text[:200]!r}",
+                              hint="check the bpftrace install, or name one with --bpftrace PATH")
+    return text
+
+
+def bpftrace_info(bpftrace: str, timeout: float = 20.0) -> str:
+    """``bpftrace --info`` (root only); '' if it fails."""
+    try:
+        out, status = pexpect.run(f"{_quote(bpftrace)} --info", timeout=timeout,
+                                  withexitstatus=True)
+    except pexpect.ExceptionPexpect:
+        return ""
+    return out.decode("utf-8", "replace") if status == 0 else ""
+
+
+def _quote(path: str) -> str:
+    import shlex
+
+    return shlex.quote(path)
