@@ -239,7 +239,15 @@ end_of_dump = pp.StringEnd().set_name("end of dump")
 
 # A hist entry: header, rows, then the blank line bpftrace ends it with.
 # Without that blank line the dump was cut off inside the entry.
-hist_entry = (hist_header + rows + (blank | end_of_dump)).set_name("hist entry")
+# An unterminated last line that begins like a row or a header: the
+# output was cut off mid-line.
+cut_line = pp.Regex(r"[@\[(][^\n]*\Z").set_name("cut-off line")
+
+hist_entry = (
+    hist_header + rows
+    + (blank.copy().set_parse_action(pp.replace_with(True))  # complete
+       | (cut_line | end_of_dump).set_parse_action(pp.replace_with(False)))  # cut off
+).set_name("hist entry")
 
 # count/sum/avg/stats/... maps: "@name[key]: value" on one line.
 scalar_line = pp.Regex(
@@ -254,21 +262,19 @@ _ANSI = r"(?:\x1b\[[0-9;]*m)*"
 noise_line = pp.Regex(
     rf"{_ANSI}(?:ERROR|WARNING|FATAL|NOTE|HINT|\^C|Attaching \d+ probes?|Attached \d+ probes?"
     r"|Lost \d+ events|__BPFTRACE_NOTIFY_PROBES_ATTACHED|No probes to attach"
-    r"|create_probe_event|Kernel .*|stdin:\d+:\d+(?:-\d+)?: [^\n]*\n[^\n]*\n[ \t]*~+)"
+    r"|create_probe_event|Kernel .*"
+    r"|[^\s:]+:\d+(?:[:-]\d+)*: (?:WARNING|ERROR|NOTE|HINT)[^\n]*\n(?:[^\n]*\n[ \t]*~+)?)"
     rf"[^\n]*{EOL}"
 ).set_name("log line")
 
 # time("%H:%M:%S\n") between interval dumps: the next interval starts here.
 time_line = pp.Regex(r"(?P<stamp>\d\d:\d\d:\d\d)[ \t]*\n").set_name("interval time")
 
-# An unterminated last line that is none of the above: output cut mid-line.
-cut_line = pp.Regex(r"[^\n]+\Z").set_name("cut-off line")
-
 # Each item of the dump becomes one tagged tuple for the reader below.
 dump_item = (
     scalar_line.copy().add_parse_action(lambda t: [("scalar", t[0])])
     | hist_entry.copy().add_parse_action(
-        lambda t: [("hist", t[0], t[1], len(t) == 3)])  # 3 tokens: ended by its blank line
+        lambda t: [("hist", t[0], t[1], t[2])])
     | time_line.copy().add_parse_action(lambda t: [("time", t[0].strip())])
     | noise_line.copy().add_parse_action(lambda t: [("noise", t[0])])
     | blank.suppress()
@@ -277,6 +283,7 @@ text_dump = (dump_item[...]
              + pp.Opt(cut_line.copy().add_parse_action(lambda t: [("cut", t[0])]))
              + end_of_dump)
 text_dump.leave_whitespace(recursive=True)
+text_dump.parse_with_tabs()  # a tab in a comm is a byte to keep, not 8 columns
 text_dump.set_name("bpftrace text dump")
 
 _ATTACH_RE = re.compile(
@@ -328,8 +335,9 @@ def _line_of(text: str, loc: int) -> int:
     return text.count("\n", 0, loc) + 1
 
 
-def _shown(key_text: str) -> str:
-    return key_text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") \
+def _shown(text: str) -> str:
+    """Input text as printable ASCII, for messages (no raw control bytes)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") \
         .encode("unicode_escape").decode("ascii")
 
 
@@ -362,12 +370,15 @@ def _parse_text(text: str, attach: re.Match | None) -> Dump:
     try:
         result = text_dump.parse_string(body, parse_all=True)
     except pp.ParseBaseException as exc:
-        line = first_line + exc.lineno - 1
-        shown = exc.line[:60]
-        raise DumpError(
-            f"not bpftrace map output: {shown.encode('unicode_escape').decode('ascii')!r}",
-            hint="tcpwdist -r reads what bpftrace prints for @[pid, comm] = hist(...)",
-            line=line) from None
+        line, shown, what = exc.lineno, exc.line, "not bpftrace map output"
+        lines = body.split("\n")
+        if shown.startswith("@") and line < len(lines):
+            # A map header is only one when a row or a blank line follows:
+            # the line at fault is the next one.
+            line, shown, what = line + 1, lines[line], "expected a histogram row"
+        raise DumpError(f"{what}: '{_shown(shown[:60])}'",
+                        hint="tcpwdist -r reads what bpftrace prints for @[pid, comm] = hist(...)",
+                        line=first_line + line - 1) from None
 
     builder = _Builder(", ")
     cut: str | None = None

@@ -55,7 +55,7 @@ class TcpwdistError(Exception):
         self.details = details
 
     def __str__(self) -> str:
-        return f"{self.message}: {self.hint}" if self.hint else self.message
+        return f"{self.message}; {self.hint}" if self.hint else self.message
 
 
 class UsageError(TcpwdistError):

@@ -1,0 +1,239 @@
+"""The parser: real captures against their ground truth, every label and
+key form, the quirks of each bpftrace era, damaged input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import CAPTURES, capture_id, expected_buckets, truth_for
+from tcpwdist import dump
+from tcpwdist.errors import DumpError
+
+
+def summed(parsed: dump.Dump, name: str = "@") -> dict[tuple[int, bytes], dict[int, int]]:
+    """Non-zero buckets per (pid, comm), summed over every interval."""
+    out: dict[tuple[int, bytes], dict[int, int]] = {}
+    for snap in parsed.snapshots:
+        for p in dump.processes(snap, name):
+            per = out.setdefault((p.pid, p.comm), {})
+            for b in p.buckets:
+                if b.count:
+                    per[b.lo] = per.get(b.lo, 0) + b.count
+    return out
+
+
+@pytest.mark.parametrize("capture", CAPTURES, ids=capture_id)
+def test_capture_parses_to_its_truth(capture):
+    truth = truth_for(capture)
+    parsed = dump.parse(capture.read_bytes())
+    assert parsed.cut is None
+    got = summed(parsed)
+    want = expected_buckets(truth)
+    # Every workload process exactly; other TCP writers on the host may appear too.
+    assert {k: got.get(k) for k in want} == want
+    assert all(pid in truth.get("noise_pids", []) or (pid, comm) in want or pid not in
+               {p for p, _ in want} for pid, comm in got)
+
+
+@pytest.mark.parametrize("capture", [c for c in CAPTURES if ".interval-" in c.name],
+                         ids=capture_id)
+def test_interval_captures_are_a_series(capture):
+    parsed = dump.parse(capture.read_bytes())
+    # The workload wrote every 0.3 s for about 4 s, printed every second.
+    assert len(parsed.snapshots) >= 4
+    for snap in parsed.snapshots:
+        keys = [(p.pid, p.comm) for p in dump.processes(snap)]
+        assert len(keys) == len(set(keys)), "a key appears twice in one interval"
+
+
+def test_nasty_comms_are_exact_bytes():
+    for version in ("0.17.0", "0.23.2"):
+        for mode in ("pipe", "pty", "json-pipe", "json-pty"):
+            path = next(c for c in CAPTURES if c.parent.name == version
+                        and c.name == f"nasty.{mode}.txt")
+            comms = {p.comm for p in dump.processes(dump.parse(path.read_bytes()).snapshots[0])}
+            assert {b"web content", b"a,b", b"x]: y", b"[k]", b'"q\'', "héllo".encode(),
+                    b"12345", b"this_name_is_to"} <= comms, (version, mode)
+
+
+@pytest.mark.parametrize("label,bounds", [
+    ("(..., 0)", (None, 0)),
+    ("[0]", (0, 1)),
+    ("[1]", (1, 2)),
+    ("[2, 4)", (2, 4)),
+    ("[512, 1K)", (512, 1024)),
+    ("[1K, 2K)", (1024, 2048)),
+    ("[3584, 4K)", (3584, 4096)),
+    ("[4K, 5K)", (4096, 5120)),
+    ("[1024K, 1280K)", (1024 << 10, 1280 << 10)),
+    ("[4M, 5M)", (4 << 20, 5 << 20)),
+    ("[2G, 4G)", (2 << 30, 4 << 30)),
+    ("[1T, 2T)", (1 << 40, 2 << 40)),
+    ("[4E, 8E)", (4 << 60, 8 << 60)),
+    ("[100, ...)", (100, None)),
+    ("[610000, 620000)", (610000, 620000)),
+    ("(..., -10)", (None, -10)),
+    ("[-10, 0)", (-10, 0)),
+])
+def test_labels(label, bounds):
+    assert dump.parse_label(label) == bounds
+    if bounds[0] is not None and bounds[1] is not None and label not in (
+            "[3584, 4K)", "[1024K, 1280K)", "[610000, 620000)", "[-10, 0)"):
+        assert dump.format_label(*bounds) == label
+
+
+def _one(text: str, name: str = "@") -> list[dump.ProcessHist]:
+    parsed = dump.parse(text)
+    assert len(parsed.snapshots) == 1
+    return dump.processes(parsed.snapshots[0], name)
+
+
+ROW = "{:<16}{:>8} |{:<52}|\n"
+
+
+def rows(*pairs: tuple[str, int]) -> str:
+    top = max(c for _, c in pairs) or 1
+    return "".join(ROW.format(lab, c, "@" * int(c / top * 52)) for lab, c in pairs)
+
+
+def test_hand_header_space_both_eras():
+    for colon in (": ", ":"):
+        text = f"Attaching 1 probe...\n\n\n@[12, curl]{colon}\n" + rows(("[1]", 3)) + "\n"
+        [p] = _one(text)
+        assert (p.pid, p.comm, p.buckets) == (12, b"curl", (dump.Bucket(1, 2, 3),))
+
+
+def test_hand_comm_with_newline_splits_the_header():
+    text = "@[7, a\nb]: \n" + rows(("[8, 16)", 2)) + "\n"
+    [p] = _one(text)
+    assert p.comm == b"a\nb" and p.writes == 2
+
+
+def test_hand_comm_with_bracket_colon_and_tab():
+    text = "@[7, x]: \t]: \n" + rows(("[8, 16)", 2)) + "\n@[8, ]: ]: \n" + rows(("[1]", 1)) + "\n"
+    got = {p.pid: p.comm for p in _one(text)}
+    assert got == {7: b"x]: \t", 8: b"]: "}
+
+
+def test_hand_other_maps_do_not_confuse_it():
+    text = ("Attaching 2 probes...\n\n\n@: 5\n"
+            "@[1, a]: \n" + rows(("[1]", 1)) + "\n"
+            "@bytes[1, a]: 100\n@bytes[2, b c]: 7\n"
+            "@st: count 2, average 6, total 13\n\n"
+            "@st2: { .count = 2, .average = 6, .total = 13 }\n"
+            "@lh[3, z]: \n" + rows(("(..., 0)", 1), ("[0, 10)", 2), ("[100, ...)", 1)) + "\n")
+    parsed = dump.parse(text)
+    snap = parsed.snapshots[0]
+    assert [m.name for m in snap.maps] == ["@", "@bytes", "@lh", "@st", "@st2"]
+    assert [(p.pid, p.comm) for p in dump.processes(snap)] == [(1, b"a")]
+    [lh] = dump.processes(snap, "@lh")
+    assert lh.buckets == (dump.Bucket(None, 0, 1), dump.Bucket(0, 10, 2),
+                          dump.Bucket(100, None, 1))
+    assert snap.get("@bytes").entries[1] == dump.ValueEntry("2, b c", "7")
+
+
+def test_hand_map_choice():
+    text = "@x[1, a]: \n" + rows(("[1]", 1)) + "\n@y[2, b]: \n" + rows(("[1]", 1)) + "\n"
+    parsed = dump.parse(text)
+    with pytest.raises(DumpError, match="several hist maps"):
+        dump.pick_map(parsed.snapshots)
+    assert dump.pick_map(parsed.snapshots, "@y") == "@y"
+    with pytest.raises(DumpError, match="no hist map @z"):
+        dump.pick_map(parsed.snapshots, "@z")
+    with pytest.raises(DumpError, match="maps found: @c"):
+        dump.pick_map(dump.parse("@c: 3\n").snapshots)
+
+
+def test_hand_v09_blank_lines_and_pty_noise():
+    text = ("Attaching 1 probe...\r\n^C\r\n\r\n\r\n@c: 2\r\n\r\n\r\n"
+            "\x1b[33mWARNING: something\x1b[0m\r\n"
+            "@h[1234, curl]: \r\n" + rows(("[2, 4)", 1)).replace("\n", "\r\n") + "\r\n\r\n\r\n")
+    [p] = _one(text, "@h")
+    assert (p.pid, p.comm, p.writes) == (1234, b"curl", 1)
+
+
+def test_hand_runtime_warning_mid_output_is_skipped():
+    text = ("Attaching 1 probe...\n"
+            "stdin:1:51-76: WARNING: Map full; can't update element. Try increasing max_map_keys\n"
+            "tracepoint:sock:sock_send_length { @[pid, comm] = hist(args.ret); }\n"
+            "                                   ~~~~~~~~~~~~~~~~~~~~~~~~~\n"
+            "\n\n@[1, a]:\n" + rows(("[1]", 1)) + "\n")
+    parsed = dump.parse(text)
+    assert parsed.map_full
+    assert dump.processes(parsed.snapshots[0])[0].writes == 1
+
+
+def test_hand_cut_mid_map_keeps_the_complete_entries():
+    text = ("Attaching 1 probe...\n\n\n@[1, a]: \n" + rows(("[1]", 4)) + "\n"
+            "@[2, b c]: \n" + rows(("[1]", 1), ("[2, 4)", 9)))
+    for cut_at in (len(text), len(text) - 5):
+        parsed = dump.parse(text[:cut_at])
+        assert [(p.pid, p.writes) for p in dump.processes(parsed.snapshots[0])] == [(1, 4)]
+        assert parsed.cut is not None
+
+
+def test_hand_garbage_names_the_line():
+    with pytest.raises(DumpError, match="line 5"):
+        dump.parse("Attaching 1 probe...\n\n\n@[1, a]: \nthis is not a row\n")
+
+
+def test_hand_empty_dump_is_recognised():
+    parsed = dump.parse("Attaching 1 probe...\n\n\n\n")
+    assert parsed.snapshots == () and parsed.recognised
+
+
+def test_hand_time_marker_splits_intervals():
+    text = ("Attaching 2 probes...\n10:00:01\n@[1, a]: \n" + rows(("[1]", 1)) + "\n"
+            "10:00:02\n10:00:03\n@[1, a]: \n" + rows(("[1]", 2)) + "\n")
+    parsed = dump.parse(text)
+    assert [s.stamp for s in parsed.snapshots] == ["10:00:01", "10:00:03"]
+
+
+# JSON, era by era -----------------------------------------------------------
+
+def _json(*records: dict, blank: bool = True) -> str:
+    lines = [json.dumps(r) for r in records]
+    if blank:
+        lines.insert(1, "\n")
+    return "\n".join(lines) + "\n"
+
+
+def test_hand_json_024_spaces_stripped_and_big_ints():
+    text = _json({"type": "attached_probes", "count": 1, "data": {"probes": 1}},
+                 {"type": "hist", "data": {"@": {"1,webcontent": [
+                     {"min": "9007199254740992", "max": "18014398509481983", "count": 2}]}}},
+                 blank=False)
+    parsed = dump.parse(text)
+    [p] = dump.processes(parsed.snapshots[0])
+    assert p.comm == b"webcontent"
+    assert p.buckets == (dump.Bucket(1 << 53, 1 << 54, 2),)
+    assert parsed.era == ">=0.24" and any("spaces" in n for n in parsed.notes)
+
+
+def test_hand_json_2g_bug_before_020():
+    text = _json({"type": "attached_probes", "data": {"probes": 1}},
+                 {"type": "hist", "data": {"@": {"5,big": [
+                     {"min": 1073741824, "max": 2147483647, "count": 0},
+                     {"min": -2147483648, "max": 0, "count": 3}]}}})
+    [p] = dump.processes(dump.parse(text).snapshots[0])
+    assert p.buckets[-1] == dump.Bucket(2 << 30, 4 << 30, 3)
+
+
+def test_hand_json_negative_and_lhist_open_buckets():
+    text = _json({"type": "attached_probes", "data": {"probes": 1}},
+                 {"type": "hist", "data": {"@": {"5,x": [
+                     {"max": -1, "count": 1}, {"min": 0, "max": 0, "count": 2},
+                     {"min": 100, "count": 4}]}}})
+    [p] = dump.processes(dump.parse(text).snapshots[0])
+    assert p.buckets == (dump.Bucket(None, 0, 1), dump.Bucket(0, 1, 2), dump.Bucket(100, None, 4))
+
+
+def test_hand_json_cut_last_record():
+    whole = _json({"type": "attached_probes", "data": {"probes": 1}},
+                  {"type": "hist", "data": {"@": {"1,a": [{"min": 1, "max": 1, "count": 1}]}}},
+                  {"type": "hist", "data": {"@x": {"2,b": [{"min": 1, "max": 1, "count": 1}]}}})
+    parsed = dump.parse(whole[:-20])
+    assert parsed.cut and "line" in parsed.cut
+    assert dump.processes(parsed.snapshots[0])[0].pid == 1
