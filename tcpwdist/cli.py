@@ -244,10 +244,10 @@ def show_program(args: argparse.Namespace) -> int:
 
 def trace_live(args: argparse.Namespace, flags: Flags) -> tuple[bytes, str]:
     """Run bpftrace until the end of tracing; return its output and the probe."""
+    version, _ = _version_tuple(args.bpftrace)
     if os.geteuid() != 0:
         raise PermissionDenied("tracing needs root (bpftrace loads BPF programs)",
                                hint="run it with sudo, or read a captured dump with -r FILE")
-    version, _ = _version_tuple(args.bpftrace)
     probes, skipped = plan(args, version)
     failures = list(skipped)
     raw: BinaryIO | None = None

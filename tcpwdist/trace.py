@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import time
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
@@ -90,6 +91,8 @@ class Session:
         self.on_output = on_output
         self.chunks: list[bytes] = []
         self.eof = False
+        self.escalations: list[str] = []  # what it took to stop bpftrace
+        self.aborted = False  # the user asked us to stop waiting for the dump
         full_env = dict(os.environ)
         full_env.update(env)
         full_env[NOTIFY_ENV] = "1"
@@ -98,9 +101,8 @@ class Session:
             self.child = pexpect.spawn(bpftrace, args, env=full_env, echo=False,
                                        timeout=None, dimensions=(24, 200))
         except pexpect.ExceptionPexpect as exc:
-            raise BpftraceMissing(f"cannot run {bpftrace}: {exc}",
-                                  hint="install bpftrace (apt-get install bpftrace) "
-                                       "or name it with --bpftrace PATH") from None
+            raise BpftraceMissing(f"cannot run {bpftrace}: {exc}".splitlines()[0],
+                                  hint=INSTALL_HINT) from None
         self.child.logfile_read = raw_log
 
     # -- reading ---------------------------------------------------------
@@ -183,7 +185,8 @@ class Session:
         then SIGKILL.  Output still arriving keeps the wait going, up to
         ``stop`` seconds in all.
         """
-        if self.eof:
+        if self.eof:  # it ended by itself: just collect its status
+            self.reap()
             return
         steps = [("interrupt sent again", signal.SIGINT), ("SIGTERM sent", signal.SIGTERM),
                  ("SIGKILL sent", signal.SIGKILL)]
@@ -208,9 +211,6 @@ class Session:
         self.reap()
 
     # -- process control ---------------------------------------------------
-
-    escalations: list[str]
-    aborted = False
 
     def _signal(self, sig: int) -> None:
         try:
@@ -240,7 +240,6 @@ class Session:
                        list(self.escalations), self.aborted)
 
     def __enter__(self) -> "Session":
-        self.escalations = []
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -249,33 +248,34 @@ class Session:
             self.kill()
 
 
+INSTALL_HINT = "install bpftrace (apt-get install bpftrace) or name one with --bpftrace PATH"
+
+
+def _run_once(bpftrace: str, flag: str, timeout: float) -> subprocess.CompletedProcess:
+    # One-shot queries need no pty: a plain pipe, bounded in time.
+    return subprocess.run([bpftrace, flag], stdin=subprocess.DEVNULL, capture_output=True,
+                          timeout=timeout, check=False)
+
+
 def bpftrace_version(bpftrace: str, timeout: float = 10.0) -> str:
     """``bpftrace --version``'s output; raise BpftraceMissing if it can't run."""
     try:
-        out, status = pexpect.run(f"{_quote(bpftrace)} --version", timeout=timeout,
-                                  withexitstatus=True)
-    except pexpect.ExceptionPexpect as exc:
-        raise BpftraceMissing(f"cannot run {bpftrace}: {exc}".splitlines()[0],
-                              hint="install bpftrace (apt-get install bpftrace) "
-                                   "or name it with --bpftrace PATH") from None
-    text = out.decode("utf-8", "replace").strip()
-    if status != 0 or "bpftrace" not in text.lower():
-        raise BpftraceMissing(f"{bpftrace} --version failed: {text[:200]!r}",
-                              hint="check the bpftrace install, or name one with --bpftrace PATH")
+        done = _run_once(bpftrace, "--version", timeout)
+    except FileNotFoundError:
+        raise BpftraceMissing(f"{bpftrace} not found", hint=INSTALL_HINT) from None
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BpftraceMissing(f"cannot run {bpftrace}: {exc}", hint=INSTALL_HINT) from None
+    text = (done.stdout + done.stderr).decode("utf-8", "replace").strip()
+    if done.returncode != 0 or "bpftrace" not in text.lower():
+        raise BpftraceMissing(f"{bpftrace} --version failed: {text[:200]!r}", hint=INSTALL_HINT)
     return text
 
 
 def bpftrace_info(bpftrace: str, timeout: float = 20.0) -> str:
     """``bpftrace --info`` (root only); '' if it fails."""
     try:
-        out, status = pexpect.run(f"{_quote(bpftrace)} --info", timeout=timeout,
-                                  withexitstatus=True)
-    except pexpect.ExceptionPexpect:
+        done = _run_once(bpftrace, "--info", timeout)
+    except (OSError, subprocess.TimeoutExpired):
         return ""
-    return out.decode("utf-8", "replace") if status == 0 else ""
-
-
-def _quote(path: str) -> str:
-    import shlex
-
-    return shlex.quote(path)
+    # 0.17 prints --info on stderr; later versions on stdout.
+    return (done.stdout + done.stderr).decode("utf-8", "replace") if done.returncode == 0 else ""
