@@ -12,7 +12,7 @@ import traceback
 from dataclasses import dataclass
 from typing import BinaryIO, Sequence
 
-from tcpwdist import __version__, dump, host, program, report, trace
+from tcpwdist import __version__, dump, host, procs, program, report, trace
 from tcpwdist.errors import (EXIT_CODE_MEANINGS, BpftraceFailed, DumpError, ExitCode,
                              InterruptedEarly, NoProbe, PermissionDenied, TcpwdistError,
                              UsageError)
@@ -242,8 +242,16 @@ def show_program(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def trace_live(args: argparse.Namespace, flags: Flags) -> tuple[bytes, str]:
-    """Run bpftrace until the end of tracing; return its output and the probe."""
+@dataclass
+class Live:
+    """What a live run brings back besides bpftrace's output."""
+
+    probe: str
+    cmdlines: procs.CmdlineRecorder
+
+
+def trace_live(args: argparse.Namespace, flags: Flags) -> tuple[bytes, Live]:
+    """Run bpftrace until the end of tracing; return its output and context."""
     version, _ = _version_tuple(args.bpftrace)
     if os.geteuid() != 0:
         raise PermissionDenied("tracing needs root (bpftrace loads BPF programs)",
@@ -275,12 +283,13 @@ def trace_live(args: argparse.Namespace, flags: Flags) -> tuple[bytes, str]:
                     status(f"tcpwdist: not using {why}")
                 status(f"tcpwdist: tracing with {program.PROBE_MEANINGS[probe]}")
                 status(STATUS_TRACING)
+                recorder = procs.CmdlineRecorder()
                 deadline = time.monotonic() + args.duration if args.duration else None
-                session.trace(deadline)
+                session.trace(deadline, tick=recorder.tick)
                 ended_early = session.eof
                 session.stop()
                 outcome = session.outcome()
-            return _check_outcome(outcome, ended_early), probe
+            return _check_outcome(outcome, ended_early), Live(probe, recorder)
         raise NoProbe("no probe could be attached", hint="see the reasons above; "
                       "--probe tracepoint with tracefs mounted works on most kernels",
                       details=tuple(failures))
@@ -310,7 +319,7 @@ def _check_outcome(outcome: trace.Outcome, ended_early: bool) -> bytes:
 
 
 def report_from(data: bytes, args: argparse.Namespace, source: str,
-                probe: str | None = None) -> tuple[str, bool]:
+                live: Live | None = None) -> tuple[str, bool]:
     """Parse ``data`` and render the report; returns (text, complete)."""
     parsed = dump.parse(data)
     for note in parsed.notes:
@@ -325,12 +334,20 @@ def report_from(data: bytes, args: argparse.Namespace, source: str,
                         hint="give the output of bpftrace running tcpwdist's program")
     name = dump.pick_map(parsed.snapshots, args.map)
     meta: dict = {"source": source}
-    if probe:
-        meta["probe"] = probe
+    cmdlines: dict[int, bytes] = {}
+    if live is not None:
+        meta["probe"] = live.probe
+        pids = sorted({p.pid for s in parsed.snapshots for p in dump.processes(s, name)})
+        cmdlines = live.cmdlines.finish(pids)
+        gone = len(pids) - len(cmdlines)
+        if gone:
+            status(f"tcpwdist: note: {gone} of {len(pids)} processes had exited (or are "
+                   "kernel threads) before their command line could be read: "
+                   "CMD shows their comm")
     chunks = []
     many = len(parsed.snapshots) > 1
     for i, snap in enumerate(parsed.snapshots or (dump.Snapshot(()),)):
-        rows = [report.Row(h) for h in dump.processes(snap, name)]
+        rows = [report.Row(h, cmdlines.get(h.pid)) for h in dump.processes(snap, name)]
         m = dict(meta)
         if many:
             m["interval"] = {"index": i + 1, "time": snap.stamp}
@@ -365,8 +382,8 @@ def run(args: argparse.Namespace) -> int:
         emit(text)
         return ExitCode.OK if complete else ExitCode.BAD_DUMP
     with SignalGuard() as flags:
-        output, probe = trace_live(args, flags)
-        text, complete = report_from(output, args, "live", probe)
+        output, live = trace_live(args, flags)
+        text, complete = report_from(output, args, "live", live)
         if flags.hangup:
             status("tcpwdist: note: hangup received; tracing ended")
         emit(text)

@@ -29,7 +29,9 @@ from tcpwdist.dump import Bucket, ProcessHist
 FORMATS = ("dist", "table", "json")
 JSON_SCHEMA_VERSION = 1
 BAR_WIDTH = 40  # DTrace's quantize() bar
-CMD_WIDTH = 60  # dist/table: longer CMDs are cut, with "..." as the marker
+# Longer CMDs are cut, with "..." as the marker, so lines fit 80 columns.
+CMD_WIDTH = 60  # dist: after " PID: 1234567 CMD: "
+TABLE_CMD_WIDTH = 44  # table: beside PID, value and count
 
 
 @dataclass(frozen=True)
@@ -37,11 +39,11 @@ class Row:
     """One process in a report: its histogram and the CMD to show."""
 
     hist: ProcessHist
-    cmd: str | None = None  # full command line, when it was recorded
+    cmd: bytes | None = None  # full command line, when it was recorded
 
     @property
     def shown_cmd(self) -> str:
-        return self.cmd if self.cmd is not None else safe_text(self.hist.comm)
+        return safe_text(self.cmd if self.cmd is not None else self.hist.comm)
 
 
 _ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
@@ -109,7 +111,7 @@ def render_dist(rows: Sequence[Row]) -> str:
 
 
 def render_table(rows: Sequence[Row]) -> str:
-    body = [[r.hist.pid, cut(r.shown_cmd, 30), _value(b), b.count]
+    body = [[r.hist.pid, cut(r.shown_cmd, TABLE_CMD_WIDTH), _value(b), b.count]
             for r in order(rows) for b in r.hist.buckets if b.count]
     return tabulate(body, headers=["PID", "CMD", "value", "count"], tablefmt="simple",
                     colalign=("right", "left", "right", "right"), disable_numparse=True) + "\n"
@@ -135,7 +137,7 @@ def process_json(row: Row) -> dict:
         "pid": h.pid,
         "comm": _comm_text(h.comm),
         "comm_hex": h.comm.hex(),
-        "cmd": row.cmd if row.cmd is not None else _comm_text(h.comm),
+        "cmd": _comm_text(row.cmd if row.cmd is not None else h.comm),
         "writes": h.writes,
         "buckets": [bucket_json(b) for b in h.buckets],
     }

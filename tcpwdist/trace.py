@@ -169,12 +169,15 @@ class Session:
         raise BpftraceFailed(f"bpftrace exited before attaching its probes ({status})",
                              details=details)
 
-    def trace(self, deadline: float | None) -> None:
-        """Keep reading until asked to stop, the deadline, or bpftrace's end."""
+    def trace(self, deadline: float | None, tick: Callable[[], None] | None = None) -> None:
+        """Keep reading until asked to stop, the deadline, or bpftrace's end;
+        ``tick`` is called between reads (at least every ``poll`` s)."""
         while not self.stop_requested() and not self.eof:
             if deadline is not None and time.monotonic() >= deadline:
                 return
             self._read(self.poll)
+            if tick is not None:
+                tick()
 
     def stop(self) -> None:
         """Interrupt bpftrace and read its dump to EOF.
