@@ -5,27 +5,32 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import re
 import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass
-from typing import BinaryIO, Sequence
+from dataclasses import dataclass, field
+from typing import BinaryIO, Callable, Sequence
 
 from tcpwdist import __version__, dump, host, procs, program, report, trace
-from tcpwdist.errors import (EXIT_CODE_MEANINGS, BpftraceFailed, DumpError, ExitCode,
-                             InterruptedEarly, NoProbe, PermissionDenied, TcpwdistError,
-                             UsageError)
+from tcpwdist.errors import (EXIT_CODE_MEANINGS, BpftraceFailed, DumpError, ExitCode, NoProbe,
+                             PermissionDenied, TcpwdistError, UsageError)
 
 PROG = "tcpwdist"
 STATUS_TRACING = "Tracing TCP writes... Hit Ctrl-C to end."
 
+USAGE = "tcpwdist [options] [interval [count]]"
 EXAMPLES = """\
 examples:
   tcpwdist                  # trace until Ctrl-C, then print the report
   tcpwdist -d 10            # trace for 10 seconds
+  tcpwdist 5                # a report every 5 seconds, until Ctrl-C
+  tcpwdist -T 1 10          # a report every second, 10 times, with times
   tcpwdist -p 181 -p 182    # only PIDs 181 and 182
   tcpwdist -c nginx         # only processes whose comm is nginx
+  tcpwdist -P 443           # only connections on port 443 (local or remote)
+  tcpwdist --cgroup /sys/fs/cgroup/unified/web   # only one cgroup (v2)
   tcpwdist -o json -d 5     # one JSON document, for scripts
   tcpwdist -w raw.txt       # also keep bpftrace's raw output in raw.txt
   tcpwdist -r raw.txt       # report on a captured dump (no root needed)
@@ -42,7 +47,7 @@ def _exit_codes_epilog() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=PROG,
+        prog=PROG, usage=USAGE,
         description="Summarize TCP write sizes by process: a power-of-two histogram of "
                     "the size of each application write to TCP (tcp_sendmsg), per PID "
                     "and command. For Linux, uses bpftrace. Needs root to trace; "
@@ -50,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES + "\n" + _exit_codes_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("interval", nargs="?", type=_positive_float,
+                   help="print a report every interval seconds (each covers that interval)")
+    p.add_argument("count", nargs="?", type=_positive_int,
+                   help="number of interval reports (default: until Ctrl-C)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("-r", "--read", metavar="FILE",
                      help="read a captured bpftrace dump (text or JSON; - for stdin) "
@@ -60,10 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trace for this long, then report (default: until Ctrl-C)")
     p.add_argument("-o", "--output", choices=report.FORMATS, default="dist",
                    help="report format (default: dist)")
+    p.add_argument("-T", "--timestamp", action="store_true",
+                   help="show the time on every report line where it fits")
     p.add_argument("-p", "--pid", metavar="PID", type=int, action="append", default=[],
                    help="trace this PID only (repeatable)")
     p.add_argument("-c", "--comm", metavar="NAME", action="append", default=[],
                    help="trace this command name only (repeatable; at most 15 bytes)")
+    p.add_argument("-P", "--port", metavar="PORT", type=int, action="append", default=[],
+                   help="trace this TCP port only, local or remote (repeatable)")
+    p.add_argument("--cgroup", metavar="PATH",
+                   help="trace this cgroup v2 only (a directory under the cgroup2 mount)")
     p.add_argument("--probe", choices=("auto",) + program.PROBES, default="auto",
                    help="what to trace (default: auto, the first that works of "
                         + ", ".join(program.PROBES) + ")")
@@ -76,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bpftrace", metavar="PATH", default="bpftrace",
                    help="the bpftrace to run (default: bpftrace from PATH)")
     p.add_argument("--max-keys", metavar="N", type=_positive_int, default=65536,
-                   help="bpftrace map size: entries for (pid, comm, bucket) "
+                   help="bpftrace map size, in (pid, comm, bucket) entries "
                         "(default: 65536)")
     p.add_argument("--attach-timeout", metavar="SECONDS", type=_positive_float, default=30.0,
                    help="how long to wait for the probes to attach (default: 30)")
@@ -94,7 +109,7 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value != value or value == float("inf"):
+    if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
     return value
 
@@ -122,22 +137,27 @@ def status(message: str) -> None:
         pass  # the terminal went away (SIGHUP): nothing to tell
 
 
-def emit(text: str) -> bool:
-    """Write the report to stdout; False if nobody is reading any more."""
-    try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return True
-    except BrokenPipeError:
-        # Quietly, like `cat | head`: point stdout at /dev/null so Python's
-        # exit-time flush does not complain about the pipe once more.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return False
-    except OSError as exc:
-        if exc.errno in (errno.EIO, errno.ENXIO):  # terminal hung up
-            return False
-        raise
+class Output:
+    """stdout for the report; remembers when nobody reads it any more."""
+
+    closed = False
+
+    def write(self, text: str) -> None:
+        if self.closed or not text:
+            return
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # Quietly, like `cat | head`: point stdout at /dev/null so that
+            # Python's exit-time flush does not complain about the pipe.
+            self.closed = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError as exc:
+            if exc.errno not in (errno.EIO, errno.ENXIO):  # not a hung-up terminal
+                raise
+            self.closed = True
 
 
 # --------------------------------------------------------------------------
@@ -147,10 +167,10 @@ def emit(text: str) -> bool:
 
 @dataclass
 class Flags:
-    stop: bool = False
-    abort: bool = False
+    stop: bool = False  # a signal asked tracing to end
+    abort: bool = False  # a second Ctrl-C: stop waiting for the dump
     hangup: bool = False
-    signum: int | None = None
+    enough: bool = False  # the requested count of intervals is out
 
 
 class SignalGuard:
@@ -164,7 +184,6 @@ class SignalGuard:
         if self.flags.stop and signum == signal.SIGINT:
             self.flags.abort = True
         self.flags.stop = True
-        self.flags.signum = signum
         if signum == signal.SIGHUP:
             self.flags.hangup = True
 
@@ -179,7 +198,69 @@ class SignalGuard:
 
 
 # --------------------------------------------------------------------------
-# The two ways to get a dump: read one, or trace.
+# From parsed snapshots to report text.
+
+
+@dataclass
+class Reporter:
+    """Renders snapshots in order, numbering intervals, into ``out``."""
+
+    args: argparse.Namespace
+    out: Output
+    meta: dict = field(default_factory=dict)
+    cmdlines: Callable[[list[int]], dict[int, bytes]] = lambda pids: {}
+    series: bool = False  # interval reports (several snapshots)
+    index: int = 0
+    name: str | None = None  # the map reported, once chosen
+    missing_cmd: set[int] = field(default_factory=set)  # pids shown by comm
+
+    def emit(self, parsed: dump.Dump, final_stamp: str | None = None,
+             limit: int | None = None) -> None:
+        for note in parsed.notes:
+            status(f"tcpwdist: note: {note}")
+        if parsed.lost_events:
+            status(f"tcpwdist: warning: bpftrace lost {parsed.lost_events} events")
+        if parsed.map_full:
+            status("tcpwdist: warning: bpftrace's map was full: some writes were not "
+                   "counted (raise --max-keys)")
+        if self.name is None and parsed.snapshots:
+            self.name = dump.pick_map(parsed.snapshots, self.args.map)
+        self.series = self.series or len(parsed.snapshots) > 1
+        for i, snap in enumerate(parsed.snapshots):
+            if limit is not None and self.index >= limit:
+                return
+            last = i == len(parsed.snapshots) - 1
+            self.snapshot(snap, snap.stamp or (final_stamp if last else None))
+
+    def snapshot(self, snap: dump.Snapshot, stamp: str | None) -> None:
+        self.index += 1
+        hists = dump.processes(snap, self.name or "@")
+        cmds = self.cmdlines(sorted({h.pid for h in hists}))
+        self.missing_cmd.update(h.pid for h in hists if h.pid not in cmds)
+        rows = [report.Row(h, cmds.get(h.pid)) for h in hists]
+        meta = dict(self.meta)
+        if stamp:
+            meta["time"] = stamp
+        if self.series:
+            meta["interval"] = self.index
+        fmt = self.args.output
+        text = ""
+        if self.series and fmt != "json":
+            heading = stamp or f"interval {self.index}"
+            text += ("\n" if self.index > 1 else "") + f"{heading}\n"
+        if not rows and fmt != "json":
+            text += "(no TCP writes traced)\n"
+        else:
+            text += report.render(fmt, rows, meta, stamp if self.args.timestamp else None)
+        self.out.write(text)
+
+
+def now_stamp() -> str:
+    return time.strftime("%H:%M:%S")
+
+
+# --------------------------------------------------------------------------
+# Reading a dump.
 
 
 def read_input(path: str) -> bytes:
@@ -193,17 +274,42 @@ def read_input(path: str) -> bytes:
                         hint="give a file holding bpftrace output") from None
 
 
-def _version_tuple(bpftrace: str) -> tuple[program.Version, str]:
+def run_read(args: argparse.Namespace, out: Output) -> int:
+    if args.duration or args.write_raw or args.interval:
+        raise UsageError("-d, -w and interval are for tracing; -r reads a dump")
+    source = "stdin" if args.read == "-" else args.read
+    parsed = dump.parse(read_input(args.read))
+    if not parsed.snapshots and not parsed.recognised:
+        raise DumpError(f"{source} holds no bpftrace map output",
+                        hint="give the output of bpftrace running tcpwdist's program")
+    reporter = Reporter(args, out, {"source": source})
+    reporter.emit(parsed)
+    if not parsed.snapshots:
+        reporter.snapshot(dump.Snapshot(()), None)
+    return _cut_status(parsed)
+
+
+def _cut_status(parsed: dump.Dump) -> int:
+    if parsed.cut:
+        status(f"tcpwdist: error: the dump was cut off inside {parsed.cut}; "
+               "it is left out of the report")
+        return ExitCode.BAD_DUMP
+    return ExitCode.OK
+
+
+# --------------------------------------------------------------------------
+# Tracing.
+
+
+def _version(bpftrace: str) -> program.Version:
     text = trace.bpftrace_version(bpftrace)
     version = program.parse_version(text)
     if version is None:
         raise TcpwdistError(f"cannot tell the version from {text!r}")
-    return version, text
+    return version
 
 
 def _fentry_supported(bpftrace: str, facts: host.Facts) -> bool | None:
-    if not facts.btf:
-        return False
     info = trace.bpftrace_info(bpftrace)
     for line in info.splitlines():
         name, _, value = line.strip().partition(":")
@@ -212,52 +318,87 @@ def _fentry_supported(bpftrace: str, facts: host.Facts) -> bool | None:
     return None
 
 
-def plan(args: argparse.Namespace, version: program.Version) -> tuple[list[str], list[str]]:
+def plan(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    if args.probe != "auto":
+        return [args.probe], []
     facts = host.gather()
     fentry = None
-    if args.probe == "auto" and facts.kprobes is False:
-        fentry = _fentry_supported(args.bpftrace, facts)  # only when it matters
-    return program.plan_probes(args.probe, facts, fentry)
+    if facts.kprobes is False and facts.btf:
+        fentry = _fentry_supported(args.bpftrace, facts)  # only when it decides
+    return program.plan_probes("auto", facts, fentry)
 
 
 def options(args: argparse.Namespace, probe: str, version: program.Version) -> \
         program.ProgramOptions:
+    if args.cgroup is not None:
+        problem = host.check_cgroup(args.cgroup)
+        if problem:
+            raise UsageError(f"--cgroup: {problem}",
+                             hint="give a cgroup v2 directory, e.g. /sys/fs/cgroup/system.slice")
     return program.ProgramOptions(probe=probe, version=version, pids=tuple(args.pid),
-                                  comms=tuple(args.comm))
+                                  comms=tuple(args.comm), ports=tuple(args.port),
+                                  cgroup=args.cgroup, interval=args.interval)
 
 
-def show_program(args: argparse.Namespace) -> int:
+def show_program(args: argparse.Namespace, out: Output) -> int:
     try:
-        version, _ = _version_tuple(args.bpftrace)
+        version = _version(args.bpftrace)
     except TcpwdistError:
         version = program.NEWEST
-        status("tcpwdist: note: bpftrace not found; showing the program for the newest "
-               "bpftrace spelling")
-    probes, skipped = plan(args, version) if args.probe == "auto" else ([args.probe], [])
+        status("tcpwdist: note: bpftrace not found; showing the program in the newest "
+               "bpftrace's spelling")
+    probes, skipped = plan(args)
     for why in skipped:
         status(f"tcpwdist: not using {why}")
     if not probes:
         raise NoProbe("no probe can work on this host", details=tuple(skipped))
-    emit(program.generate(options(args, probes[0], version)))
+    out.write(program.generate(options(args, probes[0], version)))
     return ExitCode.OK
 
 
-@dataclass
-class Live:
-    """What a live run brings back besides bpftrace's output."""
-
-    probe: str
-    cmdlines: procs.CmdlineRecorder
+_MARKER_RE = re.compile(rb"^\d\d:\d\d:\d\d\r?\n", re.M)
 
 
-def trace_live(args: argparse.Namespace, flags: Flags) -> tuple[bytes, Live]:
-    """Run bpftrace until the end of tracing; return its output and context."""
-    version, _ = _version_tuple(args.bpftrace)
+class IntervalFeed:
+    """Reports each interval as soon as its time() line arrives; sets
+    ``flags.enough`` once ``count`` intervals are out."""
+
+    def __init__(self, session: trace.Session, reporter: Reporter, count: int | None,
+                 flags: Flags) -> None:
+        self.session = session
+        self.reporter = reporter
+        self.count = count
+        self.flags = flags
+        self.pos = 0  # bpftrace output up to here has been reported
+
+    def tick(self) -> None:
+        if self.flags.enough:
+            return
+        buf = self.session.buffer
+        end = None
+        for m in _MARKER_RE.finditer(buf, self.pos):
+            end = m.end()
+        if end is None:
+            return
+        parsed = dump.parse(bytes(buf[self.pos:end]))
+        self.pos = end
+        self.reporter.emit(parsed, limit=self.count)
+        if self.count is not None and self.reporter.index >= self.count:
+            self.flags.enough = True
+
+    def rest(self) -> bytes:
+        return bytes(self.session.buffer[self.pos:])
+
+
+def run_trace(args: argparse.Namespace, flags: Flags, out: Output) -> int:
+    version = _version(args.bpftrace)
     if os.geteuid() != 0:
         raise PermissionDenied("tracing needs root (bpftrace loads BPF programs)",
                                hint="run it with sudo, or read a captured dump with -r FILE")
-    probes, skipped = plan(args, version)
-    failures = list(skipped)
+    if args.count and not args.interval:
+        raise UsageError("count needs an interval: tcpwdist INTERVAL COUNT")
+    probes, failures = plan(args)
+    programs = [(probe, program.generate(options(args, probe, version))) for probe in probes]
     raw: BinaryIO | None = None
     if args.write_raw:
         try:
@@ -267,10 +408,9 @@ def trace_live(args: argparse.Namespace, flags: Flags) -> tuple[bytes, Live]:
     timeouts = trace.Timeouts(attach=args.attach_timeout, stop=args.stop_timeout)
     env = program.environment(version, args.max_keys)
     try:
-        for probe in probes:
-            text = program.generate(options(args, probe, version))
+        for probe, text in programs:
             session = trace.Session(args.bpftrace, ["-e", text], env, timeouts, raw,
-                                    stop_requested=lambda: flags.stop,
+                                    stop_requested=lambda: flags.stop or flags.enough,
                                     abort_requested=lambda: flags.abort)
             with session:
                 try:
@@ -283,13 +423,7 @@ def trace_live(args: argparse.Namespace, flags: Flags) -> tuple[bytes, Live]:
                     status(f"tcpwdist: not using {why}")
                 status(f"tcpwdist: tracing with {program.PROBE_MEANINGS[probe]}")
                 status(STATUS_TRACING)
-                recorder = procs.CmdlineRecorder()
-                deadline = time.monotonic() + args.duration if args.duration else None
-                session.trace(deadline, tick=recorder.tick)
-                ended_early = session.eof
-                session.stop()
-                outcome = session.outcome()
-            return _check_outcome(outcome, ended_early), Live(probe, recorder)
+                return _traced(args, flags, out, session, probe)
         raise NoProbe("no probe could be attached", hint="see the reasons above; "
                       "--probe tracepoint with tracefs mounted works on most kernels",
                       details=tuple(failures))
@@ -298,105 +432,77 @@ def trace_live(args: argparse.Namespace, flags: Flags) -> tuple[bytes, Live]:
             raw.close()
 
 
-def _check_outcome(outcome: trace.Outcome, ended_early: bool) -> bytes:
+def _traced(args: argparse.Namespace, flags: Flags, out: Output, session: trace.Session,
+            probe: str) -> int:
+    """Trace with an attached session, stop it, and report."""
+    recorder = procs.CmdlineRecorder()
+    reporter = Reporter(args, out, {"source": "live", "probe": probe}, recorder.finish,
+                        series=args.interval is not None)
+    feed = IntervalFeed(session, reporter, args.count, flags) if args.interval else None
+
+    def tick() -> None:
+        recorder.tick()
+        if feed is not None:
+            feed.tick()
+
+    deadline = time.monotonic() + args.duration if args.duration else None
+    session.trace(deadline, tick)
+    ended_early = session.eof and not flags.stop
+    session.stop()
+    outcome = session.outcome()
+    _check_outcome(outcome, ended_early)
+    if feed is not None:
+        feed.tick()  # intervals that arrived while stopping
+    rest = feed.rest() if feed is not None else outcome.output
+    parsed = dump.parse(rest)
+    if not flags.enough:
+        reporter.emit(parsed, final_stamp=now_stamp())
+    if reporter.index == 0:  # nothing at all: say so, in the chosen format
+        reporter.snapshot(dump.Snapshot(()), now_stamp())
+    if reporter.missing_cmd:
+        status(f"tcpwdist: note: {len(reporter.missing_cmd)} processes had exited (or are "
+               "kernel threads) before their command line could be read: CMD shows "
+               "their comm")
+    if flags.hangup:
+        status("tcpwdist: note: hangup received; tracing ended")
+    if outcome.aborted:
+        status("tcpwdist: error: stopped waiting for bpftrace's report (second Ctrl-C): "
+               "the report holds what had arrived")
+        return ExitCode.BAD_DUMP
+    return _cut_status(parsed)
+
+
+def _check_outcome(outcome: trace.Outcome, ended_early: bool) -> None:
     for what in outcome.escalations:
         status(f"tcpwdist: warning: bpftrace did not stop on the interrupt: {what}")
     if outcome.aborted:
-        status("tcpwdist: stopped waiting for bpftrace's report (second Ctrl-C): "
-               "the report below holds what had arrived")
-        return outcome.output
+        return
     if ended_early or outcome.signal_status is not None or outcome.exit_status not in (0, None):
         how = (f"killed by signal {outcome.signal_status}" if outcome.signal_status
                else f"exit status {outcome.exit_status}")
         when = "while tracing" if ended_early else "after the interrupt"
         raise BpftraceFailed(f"bpftrace ended {when} ({how})",
-                             details=trace._tail(outcome.output))
-    return outcome.output
-
-
-# --------------------------------------------------------------------------
-# From a dump to the report.
-
-
-def report_from(data: bytes, args: argparse.Namespace, source: str,
-                live: Live | None = None) -> tuple[str, bool]:
-    """Parse ``data`` and render the report; returns (text, complete)."""
-    parsed = dump.parse(data)
-    for note in parsed.notes:
-        status(f"tcpwdist: note: {note}")
-    if parsed.lost_events:
-        status(f"tcpwdist: warning: bpftrace lost {parsed.lost_events} events")
-    if parsed.map_full:
-        status("tcpwdist: warning: bpftrace's map was full: some writes were not counted "
-               "(raise --max-keys)")
-    if not parsed.snapshots and not parsed.recognised:
-        raise DumpError(f"{source} holds no bpftrace map output",
-                        hint="give the output of bpftrace running tcpwdist's program")
-    name = dump.pick_map(parsed.snapshots, args.map)
-    meta: dict = {"source": source}
-    cmdlines: dict[int, bytes] = {}
-    if live is not None:
-        meta["probe"] = live.probe
-        pids = sorted({p.pid for s in parsed.snapshots for p in dump.processes(s, name)})
-        cmdlines = live.cmdlines.finish(pids)
-        gone = len(pids) - len(cmdlines)
-        if gone:
-            status(f"tcpwdist: note: {gone} of {len(pids)} processes had exited (or are "
-                   "kernel threads) before their command line could be read: "
-                   "CMD shows their comm")
-    chunks = []
-    many = len(parsed.snapshots) > 1
-    for i, snap in enumerate(parsed.snapshots or (dump.Snapshot(()),)):
-        rows = [report.Row(h, cmdlines.get(h.pid)) for h in dump.processes(snap, name)]
-        m = dict(meta)
-        if many:
-            m["interval"] = {"index": i + 1, "time": snap.stamp}
-            if args.output != "json":
-                chunks.append(f"--- interval {i + 1}" + (f" ({snap.stamp})" if snap.stamp else "")
-                              + " ---\n")
-        if not rows and args.output != "json":
-            chunks.append("(no TCP writes traced)\n")
-            continue
-        chunks.append(report.render(args.output, rows, m))
-    if many and args.output != "json":
-        text = "\n".join(chunks)
-    else:
-        text = "".join(chunks)
-    if parsed.cut:
-        status(f"tcpwdist: error: the dump was cut off inside {parsed.cut}; "
-               "it is left out of the report")
-    return text, parsed.cut is None
+                             details=trace.tail(outcome.output))
 
 
 # --------------------------------------------------------------------------
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, out: Output) -> int:
     if args.program:
-        return show_program(args)
+        return show_program(args, out)
     if args.read is not None:
-        if args.duration or args.write_raw:
-            raise UsageError("-d and -w are for tracing; -r reads a dump")
-        text, complete = report_from(read_input(args.read), args,
-                                     "stdin" if args.read == "-" else args.read)
-        emit(text)
-        return ExitCode.OK if complete else ExitCode.BAD_DUMP
+        return run_read(args, out)
     with SignalGuard() as flags:
-        output, live = trace_live(args, flags)
-        text, complete = report_from(output, args, "live", live)
-        if flags.hangup:
-            status("tcpwdist: note: hangup received; tracing ended")
-        emit(text)
-        if flags.abort:
-            return ExitCode.BPFTRACE_FAILED
-        return ExitCode.OK if complete else ExitCode.BAD_DUMP
+        return run_trace(args, flags, out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    out = Output()
     try:
-        return int(run(args))
+        return int(run(args, out))
     except TcpwdistError as exc:
         status(f"{PROG}: error: {exc}")
         for line in exc.details:

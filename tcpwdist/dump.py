@@ -267,7 +267,7 @@ noise_line = pp.Regex(
     rf"[^\n]*{EOL}"
 ).set_name("log line")
 
-# time("%H:%M:%S\n") between interval dumps: the next interval starts here.
+# time("%H:%M:%S\n") after each interval's print(@): that interval ends here.
 time_line = pp.Regex(r"(?P<stamp>\d\d:\d\d:\d\d)[ \t]*\n").set_name("interval time")
 
 # Each item of the dump becomes one tagged tuple for the reader below.
@@ -320,12 +320,14 @@ class _Builder:
         self._maps[name] = entries
 
     def mark(self, stamp: str) -> None:
-        self.flush()
+        """A time() line closes the interval before it (even an empty one)
+        and stamps it: tcpwdist's interval program prints time() after
+        print(@)."""
         self._stamp = stamp
+        self.flush(keep_empty=True)
 
-
-    def flush(self) -> None:
-        if self._maps:
+    def flush(self, keep_empty: bool = False) -> None:
+        if self._maps or keep_empty:
             maps = tuple(MapDump(n, tuple(e), self.sep) for n, e in sorted(self._maps.items()))
             self.snapshots.append(Snapshot(maps, self._stamp))
         self._maps, self._seen, self._stamp = {}, set(), None

@@ -35,3 +35,30 @@ def gather(root: str = "/") -> Facts:
         kprobes = None
     tracepoint = os.path.isdir(path(f"{tracefs}/{TRACEPOINT}")) if tracefs else None
     return Facts(tracefs, kprobes, tracepoint, os.path.exists(path("/sys/kernel/btf/vmlinux")))
+
+
+def cgroup2_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """Mount points of the cgroup v2 filesystem (field 9 is the fs type)."""
+    mounts = []
+    try:
+        with open(mountinfo) as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                if right.split(" ", 1)[0] == "cgroup2":
+                    mounts.append(left.split(" ")[4])
+    except OSError:
+        pass
+    return mounts
+
+
+def check_cgroup(path: str) -> str | None:
+    """None if ``path`` is a cgroup v2 directory, else what is wrong with it."""
+    real = os.path.realpath(path)
+    mounts = cgroup2_mounts()
+    if not mounts:
+        return "this host has no cgroup v2 filesystem mounted"
+    if not any(real == m or real.startswith(m.rstrip("/") + "/") for m in mounts):
+        return f"{path} is not under a cgroup v2 mount ({', '.join(mounts)})"
+    if not os.path.isdir(real):
+        return f"{path} is not a directory"
+    return None

@@ -81,6 +81,9 @@ class ProgramOptions:
     version: Version = NEWEST  # the bpftrace that will run it
     pids: tuple[int, ...] = ()
     comms: tuple[str, ...] = ()
+    ports: tuple[int, ...] = ()  # local or remote TCP port
+    cgroup: str | None = None  # cgroup v2 directory
+    interval: float | None = None  # seconds between print(@)s
 
 
 def parse_version(text: str) -> Version | None:
@@ -111,25 +114,59 @@ def validate_comm(value: str) -> str:
     return value
 
 
+def validate_port(value: int) -> int:
+    if not 0 < value < 65536:
+        raise UsageError(f"port {value} is out of range", hint="a TCP port is 1 to 65535")
+    return value
+
+
+def validate_path(value: str) -> str:
+    if not value.startswith("/") or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise UsageError(f"cgroup path {value!r} must be absolute, without control characters")
+    return value
+
+
+def validate_interval(value: float) -> float:
+    if not 0.1 <= value <= 86400 or value != value:
+        raise UsageError(f"interval {value:g} is out of range", hint="give 0.1 to 86400 seconds")
+    return value
+
+
 def string_literal(value: str) -> str:
     """A bpftrace string literal for ``value``: backslash and quote escaped."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _probe_parts(probe: str, version: Version) -> tuple[str, str, list[str]]:
-    """(attach point, size expression, predicates the probe itself needs)."""
+@dataclass(frozen=True)
+class _Probe:
+    point: str  # attach point
+    size: str  # expression for the write size
+    sock: str  # expression for the struct sock *
+    needs: tuple[str, ...] = ()  # predicates the probe itself needs
+
+
+def _probe(probe: str, version: Version) -> _Probe:
     if probe == "kprobe":
-        return "kprobe:tcp_sendmsg", "arg2", []
+        return _Probe("kprobe:tcp_sendmsg", "arg2", "((struct sock *)arg0)")
     if probe == "fentry":
         # 0.17 aborts on "fentry:"; "kfunc:" is its name before 0.20.
         if version < (0, 20, 0):
-            return "kfunc:tcp_sendmsg", "args->size", []
-        return "fentry:tcp_sendmsg", "args.size", []
+            return _Probe("kfunc:tcp_sendmsg", "args->size", "args->sk")
+        return _Probe("fentry:tcp_sendmsg", "args.size", "args.sk")
     if probe == "tracepoint":
         # args is a pointer up to 0.18 and a struct from 0.19.
         a = "args->" if version < (0, 19, 0) else "args."
-        return "tracepoint:sock:sock_send_length", f"{a}ret", [f"{a}protocol == 6", f"{a}ret >= 0"]
+        return _Probe("tracepoint:sock:sock_send_length", f"{a}ret", f"((struct sock *){a}sk)",
+                      (f"{a}protocol == 6", f"{a}ret >= 0"))
     raise UsageError(f"unknown probe {probe!r}", hint="choose one of " + ", ".join(PROBES))
+
+
+def _port_test(sock: str, port: int) -> str:
+    # skc_num is the local port in host order, skc_dport the remote one in
+    # network order: swap the constant here, once, not per event.
+    swapped = ((port & 0xFF) << 8) | (port >> 8)
+    return (f"{sock}->__sk_common.skc_num == {port} || "
+            f"{sock}->__sk_common.skc_dport == {swapped}")
 
 
 def _any_of(terms: list[str]) -> str:
@@ -137,14 +174,30 @@ def _any_of(terms: list[str]) -> str:
 
 
 def generate(opts: ProgramOptions = ProgramOptions()) -> str:
-    """The full program text (header comment included) for ``opts``."""
-    point, size, preds = _probe_parts(opts.probe, opts.version)
+    """The full program text (header comment included) for ``opts``.
+
+    Filters become one predicate, cheapest test first (pid and cgroup are
+    registers, comm a 16-byte compare, ports two loads through the sock).
+    """
+    probe = _probe(opts.probe, opts.version)
+    preds = list(probe.needs)
     if opts.pids:
         preds.append(_any_of([f"pid == {validate_pid(p)}" for p in opts.pids]))
+    if opts.cgroup is not None:
+        preds.append(f"cgroup == cgroupid({string_literal(validate_path(opts.cgroup))})")
     if opts.comms:
         preds.append(_any_of([f"comm == {string_literal(validate_comm(c))}" for c in opts.comms]))
+    if opts.ports:
+        preds.append("(" + " || ".join(_port_test(probe.sock, validate_port(p))
+                                       for p in opts.ports) + ")")
     predicate = f" /{' && '.join(preds)}/" if preds else ""
-    return f"{HEADER}{point}{predicate} {{ @[pid, comm] = hist({size}); }}\n"
+    text = f"{HEADER}{probe.point}{predicate} {{ @[pid, comm] = hist({probe.size}); }}\n"
+    if opts.interval is not None:
+        ms = round(validate_interval(opts.interval) * 1000)
+        every = f"s:{ms // 1000}" if ms % 1000 == 0 else f"ms:{ms}"
+        # time() after print(@): the HH:MM:SS line closes each interval's dump.
+        text += f'interval:{every} {{ print(@); clear(@); time("%H:%M:%S\\n"); }}\n'
+    return text
 
 
 def environment(version: Version, max_keys: int) -> dict[str, str]:

@@ -91,10 +91,11 @@ def _value(b: Bucket) -> str:
     return str(b.lo)
 
 
-def _dist_block(row: Row) -> str:
+def _dist_block(row: Row, stamp: str | None) -> str:
     h = row.hist
     total = h.writes or 1
-    lines = [f" PID: {h.pid:<7} CMD: {cut(row.shown_cmd)}", "",
+    when = f"{stamp} " if stamp else ""
+    lines = [f"{when} PID: {h.pid:<7} CMD: {cut(row.shown_cmd, CMD_WIDTH - len(when))}", "",
              f"{'value':>16}  {' Distribution '.center(BAR_WIDTH, '-')} count"]
     for b in h.buckets:
         bar = "@" * int(b.count * BAR_WIDTH / total + 0.5)
@@ -102,19 +103,26 @@ def _dist_block(row: Row) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_dist(rows: Sequence[Row]) -> str:
-    return "\n".join(_dist_block(r) for r in order(rows))
+def render_dist(rows: Sequence[Row], stamp: str | None = None) -> str:
+    return "\n".join(_dist_block(r, stamp) for r in order(rows))
 
 
 # --------------------------------------------------------------------------
 # table
 
 
-def render_table(rows: Sequence[Row]) -> str:
-    body = [[r.hist.pid, cut(r.shown_cmd, TABLE_CMD_WIDTH), _value(b), b.count]
+def render_table(rows: Sequence[Row], stamp: str | None = None) -> str:
+    width = TABLE_CMD_WIDTH - (10 if stamp else 0)
+    body = [[r.hist.pid, cut(r.shown_cmd, width), _value(b), b.count]
             for r in order(rows) for b in r.hist.buckets if b.count]
-    return tabulate(body, headers=["PID", "CMD", "value", "count"], tablefmt="simple",
-                    colalign=("right", "left", "right", "right"), disable_numparse=True) + "\n"
+    headers = ["PID", "CMD", "value", "count"]
+    align = ["right", "left", "right", "right"]
+    if stamp:
+        body = [[stamp] + line for line in body]
+        headers.insert(0, "TIME")
+        align.insert(0, "left")
+    return tabulate(body, headers=headers, tablefmt="simple", colalign=align,
+                    disable_numparse=True) + "\n"
 
 
 # --------------------------------------------------------------------------
@@ -151,9 +159,12 @@ def render_json(rows: Sequence[Row], meta: dict | None = None) -> str:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
-def render(fmt: str, rows: Sequence[Row], meta: dict | None = None) -> str:
+def render(fmt: str, rows: Sequence[Row], meta: dict | None = None,
+           stamp: str | None = None) -> str:
+    """The report in ``fmt``; ``stamp`` (-T) puts the time on every line
+    where it fits (JSON carries it in ``meta``)."""
     if fmt == "json":
         return render_json(rows, meta)
     if fmt == "table":
-        return render_table(rows)
-    return render_dist(rows)
+        return render_table(rows, stamp)
+    return render_dist(rows, stamp)

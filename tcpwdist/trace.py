@@ -65,7 +65,7 @@ class Outcome:
     aborted: bool = False  # the user asked us to stop waiting for the dump
 
 
-def _tail(output: bytes, lines: int = 4) -> tuple[str, ...]:
+def tail(output: bytes, lines: int = 4) -> tuple[str, ...]:
     text = output.replace(b"\r\n", b"\n").decode("utf-8", "replace")
     kept = [ln.strip() for ln in text.splitlines() if ln.strip() and ln.strip() != "^C"]
     return tuple(kept[-lines:])
@@ -83,13 +83,11 @@ class Session:
     def __init__(self, bpftrace: str, args: list[str], env: dict[str, str],
                  timeouts: Timeouts, raw_log: BinaryIO | None = None,
                  stop_requested: Callable[[], bool] = lambda: False,
-                 abort_requested: Callable[[], bool] = lambda: False,
-                 on_output: Callable[[bytes], None] | None = None) -> None:
+                 abort_requested: Callable[[], bool] = lambda: False) -> None:
         self.timeouts = timeouts
         self.stop_requested = stop_requested
         self.abort_requested = abort_requested
-        self.on_output = on_output
-        self.chunks: list[bytes] = []
+        self.buffer = bytearray()  # everything bpftrace printed so far
         self.eof = False
         self.escalations: list[str] = []  # what it took to stop bpftrace
         self.aborted = False  # the user asked us to stop waiting for the dump
@@ -109,7 +107,7 @@ class Session:
 
     @property
     def output(self) -> bytes:
-        return b"".join(self.chunks)
+        return bytes(self.buffer)
 
     def _read(self, timeout: float) -> bytes:
         """Whatever arrives within ``timeout`` (b"" if nothing; sets eof)."""
@@ -122,9 +120,7 @@ class Session:
         except pexpect.EOF:
             self.eof = True
             return b""
-        self.chunks.append(data)
-        if self.on_output is not None:
-            self.on_output(data)
+        self.buffer += data
         return data
 
     # -- phases ----------------------------------------------------------
@@ -145,7 +141,7 @@ class Session:
                 raise BpftraceFailed(
                     f"bpftrace did not attach its probes within {self.timeouts.attach:g} s",
                     hint="a loaded host can need longer: raise --attach-timeout",
-                    details=_tail(self.output))
+                    details=tail(self.output))
             seen += self._read(self.poll)
             if ATTACHED_RE.search(seen):
                 return
@@ -159,7 +155,7 @@ class Session:
     def _raise_early_exit(self) -> None:
         self.reap()
         out = self.output
-        details = _tail(out)
+        details = tail(out)
         status = self.describe_status()
         if _PERMISSION_RE.search(out):
             raise PermissionDenied(f"bpftrace was not allowed to trace ({status})",

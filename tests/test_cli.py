@@ -214,6 +214,6 @@ def test_write_raw_replays_to_the_same_report(tmp_path):
                            "-o", "json", "-w", str(raw)], capture_output=True, cwd=ROOT,
                           timeout=30, env=dict(os.environ, FAKE_MODE="ok"))
     replay = tcpwdist("-r", str(raw), "-o", "json")
-    strip = lambda s: {k: v for k, v in json.loads(s).items() if k not in ("source", "probe")}
+    strip = lambda s: {k: v for k, v in json.loads(s).items() if k not in ("source", "probe", "time")}
     assert strip(live.stdout) == strip(replay.stdout)
     assert strip(live.stdout)["processes"]

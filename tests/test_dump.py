@@ -184,11 +184,14 @@ def test_hand_empty_dump_is_recognised():
     assert parsed.snapshots == () and parsed.recognised
 
 
-def test_hand_time_marker_splits_intervals():
-    text = ("Attaching 2 probes...\n10:00:01\n@[1, a]: \n" + rows(("[1]", 1)) + "\n"
-            "10:00:02\n10:00:03\n@[1, a]: \n" + rows(("[1]", 2)) + "\n")
+def test_hand_time_marker_closes_intervals():
+    # tcpwdist's interval program: print(@); clear(@); time() -- then the exit dump.
+    text = ("Attaching 2 probes...\n@[1, a]: \n" + rows(("[1]", 1)) + "\n10:00:01\n"
+            "\n10:00:02\n@[1, a]: \n" + rows(("[1]", 2)) + "\n10:00:03\n\n\n"
+            "@[1, a]: \n" + rows(("[8, 16)", 4)) + "\n")
     parsed = dump.parse(text)
-    assert [s.stamp for s in parsed.snapshots] == ["10:00:01", "10:00:03"]
+    assert [s.stamp for s in parsed.snapshots] == ["10:00:01", "10:00:02", "10:00:03", None]
+    assert [sum(p.writes for p in dump.processes(s)) for s in parsed.snapshots] == [1, 0, 2, 4]
 
 
 # JSON, era by era -----------------------------------------------------------
