@@ -213,6 +213,8 @@ class Reporter:
     index: int = 0
     name: str | None = None  # the map reported, once chosen
     missing_cmd: set[int] = field(default_factory=set)  # pids shown by comm
+    max_keys: int | None = None  # live: the map's size, to tell when it filled
+    full_said: bool = False
 
     def emit(self, parsed: dump.Dump, final_stamp: str | None = None,
              limit: int | None = None) -> None:
@@ -220,9 +222,17 @@ class Reporter:
             status(f"tcpwdist: note: {note}")
         if parsed.lost_events:
             status(f"tcpwdist: warning: bpftrace lost {parsed.lost_events} events")
-        if parsed.map_full:
-            status("tcpwdist: warning: bpftrace's map was full: some writes were not "
-                   "counted (raise --max-keys)")
+        # bpftrace 0.23+ says "Map full"; older versions drop updates in
+        # silence, so a map holding as many (key, bucket) entries as its
+        # limit is taken as full.
+        used = max((sum(1 for h in dump.processes(s, self.name or "@")
+                        for b in h.buckets if b.count) for s in parsed.snapshots), default=0)
+        full = parsed.map_full or (self.max_keys is not None and used >= self.max_keys)
+        if full and not self.full_said:
+            self.full_said = True
+            status("tcpwdist: warning: bpftrace's map was full: writes of new (pid, comm, "
+                   "size) combinations were not counted; raise --max-keys "
+                   f"(now {self.max_keys or 'the default'})")
         if self.name is None and parsed.snapshots:
             self.name = dump.pick_map(parsed.snapshots, self.args.map)
         self.series = self.series or len(parsed.snapshots) > 1
@@ -437,7 +447,7 @@ def _traced(args: argparse.Namespace, flags: Flags, out: Output, session: trace.
     """Trace with an attached session, stop it, and report."""
     recorder = procs.CmdlineRecorder()
     reporter = Reporter(args, out, {"source": "live", "probe": probe}, recorder.finish,
-                        series=args.interval is not None)
+                        series=args.interval is not None, max_keys=args.max_keys)
     feed = IntervalFeed(session, reporter, args.count, flags) if args.interval else None
 
     def tick() -> None:
@@ -456,9 +466,12 @@ def _traced(args: argparse.Namespace, flags: Flags, out: Output, session: trace.
     rest = feed.rest() if feed is not None else outcome.output
     parsed = dump.parse(rest)
     if not flags.enough:
-        reporter.emit(parsed, final_stamp=now_stamp())
-    if reporter.index == 0:  # nothing at all: say so, in the chosen format
-        reporter.snapshot(dump.Snapshot(()), now_stamp())
+        if parsed.snapshots:
+            reporter.emit(parsed, final_stamp=now_stamp())
+        elif feed is not None or reporter.index == 0:
+            # The last partial interval, or a whole run, with no writes:
+            # still a report, in the chosen format.
+            reporter.snapshot(dump.Snapshot(()), now_stamp())
     if reporter.missing_cmd:
         status(f"tcpwdist: note: {len(reporter.missing_cmd)} processes had exited (or are "
                "kernel threads) before their command line could be read: CMD shows "

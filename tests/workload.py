@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """A TCP workload with known write sizes, for live tests and benchmarks.
 
-    workload.py --comm NAME --writes 1000x23,1x7 [--procs N] [--ready FILE]
+    workload.py --comm NAME --writes 1000x23,1x7 [--procs N] [--go FILE]
+                [--ipv6] [--cgroup DIR]
 
 Each of N processes renames itself (prctl PR_SET_NAME, so bpftrace's comm
 is NAME), connects to a loopback sink and makes each listed write with
 one blocking send(2), checking that the kernel took it whole.  It prints
-one JSON line per process: pid, comm, and the sizes sent.
+one JSON line per process as soon as it is ready (pid, comm, sink port),
+and with --go waits for FILE to exist before writing, so a test can
+start tracing first.  --cgroup moves the writers into that cgroup v2.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import socket
 import sys
 import threading
+import time
 
 PR_SET_NAME = 15
 
@@ -28,10 +32,10 @@ def set_comm(name: bytes) -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NAME)")
 
 
-def sink() -> tuple[str, int]:
+def sink(ipv6: bool = False) -> tuple:
     """A loopback server that reads and discards everything, in a thread."""
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.bind(("127.0.0.1", 0))
+    srv = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("::1" if ipv6 else "127.0.0.1", 0))
     srv.listen(512)
 
     def serve(conn: socket.socket) -> None:
@@ -56,8 +60,8 @@ def parse_writes(text: str) -> list[tuple[int, int]]:
     return out
 
 
-def write_all(addr: tuple[str, int], writes: list[tuple[int, int]]) -> None:
-    with socket.create_connection(addr) as s:
+def write_all(addr: tuple, writes: list[tuple[int, int]]) -> None:
+    with socket.create_connection(addr[:2]) as s:
         for size, times in writes:
             payload = b"w" * size
             for _ in range(times):
@@ -71,28 +75,50 @@ def main() -> int:
     ap.add_argument("--comm", required=True)
     ap.add_argument("--writes", required=True)
     ap.add_argument("--procs", type=int, default=1)
+    ap.add_argument("--go", help="wait for this file to exist before writing")
+    ap.add_argument("--ipv6", action="store_true")
+    ap.add_argument("--cgroup", help="a cgroup v2 directory to move the writers into")
+    ap.add_argument("--linger", type=float, default=0.0, help="seconds to live after writing")
     args = ap.parse_args()
     writes = parse_writes(args.writes)
-    addr = sink()
+    addr = sink(args.ipv6)
+    # Writers block on this pipe; the parent closes it on --go, releasing
+    # them all at once (300 processes polling a file would eat the CPU).
+    go_r, go_w = os.pipe()
     children = []
     for _ in range(args.procs):
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(r)
-            set_comm(args.comm.encode())
-            write_all(addr, writes)
-            os.write(w, b"x")
-            os._exit(0)
+            os.close(go_w)
+            try:
+                if args.cgroup:
+                    with open(os.path.join(args.cgroup, "cgroup.procs"), "w") as f:
+                        f.write(str(os.getpid()))
+                set_comm(args.comm.encode())
+                # One write(2) of less than PIPE_BUF: lines from 300 writers never mix.
+                os.write(1, json.dumps({"pid": os.getpid(), "comm": args.comm,
+                                        "port": addr[1], "writes": writes}).encode() + b"\n")
+                os.read(go_r, 1)  # returns at EOF: the parent said go
+                write_all(addr, writes)
+                os.write(w, b"x")
+                time.sleep(args.linger)
+            finally:
+                os._exit(0)
         os.close(w)
         children.append((pid, r))
+    if args.go:
+        deadline = time.monotonic() + 120
+        while not os.path.exists(args.go) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    os.close(go_w)
+    ok = True
     for pid, r in children:
-        done = os.read(r, 1) == b"x"
+        ok = os.read(r, 1) == b"x" and ok
         _, status = os.waitpid(pid, 0)
-        if not done or status != 0:
-            return 1
-        print(json.dumps({"pid": pid, "comm": args.comm, "writes": writes}), flush=True)
-    return 0
+        ok = ok and status == 0
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
