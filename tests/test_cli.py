@@ -124,10 +124,6 @@ def test_help_has_examples_and_exit_codes():
         assert f"  {int(code)}  " in out
 
 
-def test_program_is_the_shipped_script():
-    from tcpwdist import program
-    assert (ROOT / "scripts" / "tcpwdist.bt").read_text() == program.generate()
-
 
 # Tracing flows, with the fake bpftrace -------------------------------------
 

@@ -1,0 +1,134 @@
+"""The generated bpftrace program: the canonical one-liner, each probe in
+each bpftrace era's spelling, filters, and no way for input to change its
+shape."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from conftest import ROOT
+from tcpwdist import program
+from tcpwdist.errors import UsageError
+from tcpwdist.host import Facts
+
+GOLDEN = Path(__file__).parent / "golden" / "programs"
+ERAS = {"0.17": (0, 17, 0), "0.19": (0, 19, 0), "0.20": (0, 20, 0), "0.24": (0, 24, 0)}
+FILTERS = dict(pids=(181, 182), comms=("nginx", 'a"b\\c'), ports=(443,),
+               cgroup="/sys/fs/cgroup/web", interval=5)
+
+
+def body(opts: program.ProgramOptions) -> str:
+    text = program.generate(opts)
+    assert text.startswith(program.HEADER)
+    return text[len(program.HEADER):]
+
+
+def test_default_is_the_canonical_one_liner_and_the_shipped_script():
+    assert body(program.ProgramOptions()) == \
+        "kprobe:tcp_sendmsg { @[pid, comm] = hist(arg2); }\n"
+    assert (ROOT / "scripts" / "tcpwdist.bt").read_text() == program.generate()
+
+
+@pytest.mark.parametrize("probe", program.PROBES)
+@pytest.mark.parametrize("era", ERAS)
+@pytest.mark.parametrize("filtered", [False, True], ids=["plain", "filters"])
+def test_program_golden(probe, era, filtered):
+    opts = program.ProgramOptions(probe, ERAS[era], **(FILTERS if filtered else {}))
+    name = f"{probe}-v{era}{'-filters' if filtered else ''}.bt"
+    assert body(opts) == (GOLDEN / name).read_text()
+
+
+def test_era_spellings():
+    tp17 = body(program.ProgramOptions("tracepoint", (0, 18, 9)))
+    assert "args->ret" in tp17 and "args." not in tp17
+    assert "args.ret" in body(program.ProgramOptions("tracepoint", (0, 19, 0)))
+    assert body(program.ProgramOptions("fentry", (0, 19, 9))).startswith("kfunc:")
+    assert body(program.ProgramOptions("fentry", (0, 20, 0))).startswith("fentry:")
+    assert program.environment((0, 19, 0), 5) == {"BPFTRACE_MAP_KEYS_MAX": "5"}
+    assert program.environment((0, 20, 0), 5) == {"BPFTRACE_MAX_MAP_KEYS": "5"}
+
+
+def test_ports_are_swapped_once_in_python():
+    text = body(program.ProgramOptions("kprobe", ports=(8080,)))
+    assert "skc_num == 8080" in text and f"skc_dport == {0x901f}" in text
+
+
+def test_sub_second_interval_uses_ms():
+    assert "interval:ms:250 " in body(program.ProgramOptions(interval=0.25))
+
+
+@pytest.mark.parametrize("opts,words", [
+    (dict(pids=(0,)), "PID 0"),
+    (dict(pids=(4194305,)), "out of range"),
+    (dict(comms=("sixteen_bytes_xx",)), "16 bytes"),
+    (dict(comms=("",)), "empty"),
+    (dict(comms=("a\nb",)), "control"),
+    (dict(comms=("a\x1b[2J",)), "control"),
+    (dict(ports=(0,)), "port 0"),
+    (dict(ports=(65536,)), "port 65536"),
+    (dict(cgroup="relative/path"), "absolute"),
+    (dict(cgroup="/a\nb"), "control"),
+    (dict(interval=0.01), "interval"),
+])
+def test_invalid_input_is_rejected(opts, words):
+    with pytest.raises(UsageError, match=re.escape(words)):
+        program.generate(program.ProgramOptions("tracepoint", **opts))
+
+
+STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def shape(text: str) -> str:
+    """The program with every string literal's content removed."""
+    return STRING.sub('""', text)
+
+
+comm_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x2FF,
+                                  blacklist_characters="\x7f"), min_size=1, max_size=7)
+
+
+@settings(max_examples=300, deadline=None)
+@given(comms=st.lists(comm_text, min_size=1, max_size=3),
+       cgroup=st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=20))
+def test_no_input_changes_the_program_shape(comms, cgroup):
+    opts = program.ProgramOptions("tracepoint", comms=tuple(comms), cgroup="/" + cgroup)
+    safe = program.ProgramOptions("tracepoint", comms=("x",) * len(comms), cgroup="/x")
+    assert shape(program.generate(opts)) == shape(program.generate(safe))
+
+
+def test_plan_probes():
+    facts = Facts("/sys/kernel/tracing", kprobes=False, tracepoint=True, btf=True)
+    tried, skipped = program.plan_probes("auto", facts, fentry_supported=False)
+    assert tried == ["tracepoint"] and len(skipped) == 2
+    facts = Facts(None, kprobes=None, tracepoint=None, btf=False)
+    tried, skipped = program.plan_probes("auto", facts, fentry_supported=None)
+    assert tried == ["kprobe"]
+    assert any("mount -t tracefs nodev /sys/kernel/tracing" in s for s in skipped)
+    assert program.plan_probes("fentry", facts, None) == (["fentry"], [])
+
+
+needs_bpftrace = pytest.mark.skipif(
+    shutil.which("bpftrace") is None or __import__("os").geteuid() != 0,
+    reason="compiling needs the installed bpftrace, as root")
+
+
+@needs_bpftrace
+@pytest.mark.parametrize("probe", ["kprobe", "tracepoint"])
+def test_installed_bpftrace_compiles_every_variant(probe, tmp_path):
+    """A dry run (-d) compiles without attaching: kprobe compiles even here."""
+    version = program.parse_version(subprocess.run(["bpftrace", "--version"],
+                                                   capture_output=True, text=True).stdout)
+    hostile = '"}END{exit()}\\'  # 15 bytes that would end the program if not escaped
+    opts = program.ProgramOptions(probe, version, (1,), (hostile, "x y"), (443,), None, 1.0)
+    path = tmp_path / "p.bt"
+    path.write_text(program.generate(opts))
+    done = subprocess.run(["bpftrace", "-d", str(path)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 'comm == "\\"}END{exit()}\\\\"' in path.read_text()

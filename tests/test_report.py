@@ -1,0 +1,102 @@
+"""Reports: golden files from the real captures (every version, transport
+and format of one run gives the same report), terminal safety, widths."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import CAPTURES, ROOT, capture_id
+from tcpwdist import report
+from tcpwdist.dump import Bucket, ProcessHist
+
+GOLDEN = Path(__file__).parent / "golden" / "reports"
+# The interval pty captures were stopped at other moments than the pipe
+# ones: their intervals split the same writes differently.
+SAME_RUN = [c for c in CAPTURES if not (".interval-" in c.name and "pty" in c.name)]
+
+
+def scenario(capture: Path) -> str:
+    name = capture.name.split(".")[0]
+    return "interval" if ".interval-" in capture.name else name
+
+
+def render(capture: Path, fmt: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "tcpwdist", "-r", str(capture), "-o", fmt],
+                          cwd=ROOT, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return re.sub(r'"source":"[^"]*",', "", done.stdout.decode())
+
+
+@pytest.mark.parametrize("fmt", report.FORMATS)
+@pytest.mark.parametrize("capture", [c for c in SAME_RUN
+                                     if scenario(c) != "interval" or ".interval-" in c.name],
+                         ids=capture_id)
+def test_report_golden(capture, fmt):
+    golden = GOLDEN / f"{scenario(capture)}.{fmt}"
+    assert render(capture, fmt) == golden.read_text()
+
+
+def hist(comm: bytes, *counts: tuple[int, int], pid: int = 1) -> ProcessHist:
+    return ProcessHist(pid, comm, tuple(Bucket(lo, lo * 2 or 1, n) for lo, n in counts))
+
+
+@pytest.mark.parametrize("raw,shown", [
+    (b"plain", "plain"),
+    (b"web content", "web content"),
+    (b"\x1b[2Jevil", "\\x1b[2Jevil"),
+    (b"tab\there", "tab\\there"),
+    (b"new\nline", "new\\nline"),
+    (b"back\\slash", "back\\\\slash"),
+    (b"bad\xffbyte", "bad\\xffbyte"),
+    ("h\u00e9llo".encode(), "h\u00e9llo"),
+    ("rtl\u202eoverride".encode(), "rtl\\u202eoverride"),
+    (b"bell\x07\x7f", "bell\\x07\\x7f"),
+    ("c1\u009bcsi".encode(), "c1\\x9bcsi"),
+])
+def test_safe_text(raw, shown):
+    assert report.safe_text(raw) == shown
+    assert all(ch.isprintable() for ch in report.safe_text(raw))
+
+
+def test_no_raw_control_bytes_reach_the_terminal():
+    rows = [report.Row(hist(b"\x1b]0;pwned\x07\x1b[31m", (1, 2)))]
+    for fmt in ("dist", "table"):
+        text = report.render(fmt, rows)
+        assert "\x1b" not in text and "\x07" not in text
+    doc = json.loads(report.render("json", rows))
+    assert bytes.fromhex(doc["processes"][0]["comm_hex"]) == b"\x1b]0;pwned\x07\x1b[31m"
+
+
+def test_lines_fit_80_columns_and_long_cmds_are_cut_with_a_marker():
+    cmd = b"/usr/bin/python3 -m http.server --bind 127.0.0.1 --directory /srv/www/very/long"
+    rows = [report.Row(hist(b"python3", (1, 5), (1024, 99999999), pid=4194304), cmd)]
+    for fmt, stamp in (("dist", None), ("dist", "12:00:00"), ("table", None),
+                       ("table", "12:00:00")):
+        text = report.render(fmt, rows, stamp=stamp)
+        assert max(len(line) for line in text.splitlines()) <= 80, text
+        assert "..." in text and cmd.decode() not in text
+    assert json.loads(report.render("json", rows))["processes"][0]["cmd"] == cmd.decode()
+
+
+def test_dist_keeps_zero_rows_inside_the_range_and_orders_busiest_first():
+    quiet = hist(b"quiet", (8, 1), pid=2)
+    busy = ProcessHist(3, b"busy", (Bucket(2, 4, 5), Bucket(4, 8, 0), Bucket(8, 16, 5)))
+    text = report.render_dist([report.Row(quiet), report.Row(busy)])
+    assert text.index("busy") < text.index("quiet")
+    assert re.search(r"^ +4 \| +0$", text, re.M)
+    assert re.search(r"^ +2 \|@{20} +5$", text, re.M)  # half the writes: half the bar
+
+
+def test_open_buckets_are_labelled():
+    rows = [report.Row(ProcessHist(1, b"x", (Bucket(None, 0, 1), Bucket(100, None, 2))))]
+    text = report.render_table(rows)
+    assert "< 0" in text and ">= 100" in text
+    [p] = json.loads(report.render_json(rows))["processes"]
+    assert p["buckets"] == [{"value": None, "max": -1, "count": 1},
+                            {"value": 100, "max": None, "count": 2}]
