@@ -21,6 +21,11 @@ PROG = "tcpwdist"
 STATUS_TRACING = "Tracing TCP writes... Hit Ctrl-C to end."
 
 USAGE = "tcpwdist [options] [interval [count]]"
+DESCRIPTION = """\
+Summarize TCP write sizes by process: a power-of-two histogram of the size
+of each application write to TCP (tcp_sendmsg), per PID and command.
+For Linux, uses bpftrace. Tracing needs root; -r reads a captured dump
+without root, bpftrace or a kernel."""
 EXAMPLES = """\
 examples:
   tcpwdist                  # trace until Ctrl-C, then print the report
@@ -30,7 +35,7 @@ examples:
   tcpwdist -p 181 -p 182    # only PIDs 181 and 182
   tcpwdist -c nginx         # only processes whose comm is nginx
   tcpwdist -P 443           # only connections on port 443 (local or remote)
-  tcpwdist --cgroup /sys/fs/cgroup/unified/web   # only one cgroup (v2)
+  tcpwdist --cgroup /sys/fs/cgroup/system.slice/nginx.service
   tcpwdist -o json -d 5     # one JSON document, for scripts
   tcpwdist -w raw.txt       # also keep bpftrace's raw output in raw.txt
   tcpwdist -r raw.txt       # report on a captured dump (no root needed)
@@ -48,10 +53,7 @@ def _exit_codes_epilog() -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, usage=USAGE,
-        description="Summarize TCP write sizes by process: a power-of-two histogram of "
-                    "the size of each application write to TCP (tcp_sendmsg), per PID "
-                    "and command. For Linux, uses bpftrace. Needs root to trace; "
-                    "-r reads a captured dump without root.",
+        description=DESCRIPTION,
         epilog=EXAMPLES + "\n" + _exit_codes_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -434,7 +436,7 @@ def run_trace(args: argparse.Namespace, flags: Flags, out: Output) -> int:
                 status(f"tcpwdist: tracing with {program.PROBE_MEANINGS[probe]}")
                 status(STATUS_TRACING)
                 return _traced(args, flags, out, session, probe)
-        raise NoProbe("no probe could be attached", hint="see the reasons above; "
+        raise NoProbe("no probe could be attached", hint="the reasons follow; "
                       "--probe tracepoint with tracefs mounted works on most kernels",
                       details=tuple(failures))
     finally:

@@ -213,3 +213,27 @@ def test_write_raw_replays_to_the_same_report(tmp_path):
     strip = lambda s: {k: v for k, v in json.loads(s).items() if k not in ("source", "probe", "time")}
     assert strip(live.stdout) == strip(replay.stdout)
     assert strip(live.stdout)["processes"]
+
+
+def _help() -> str:
+    return tcpwdist("--help", env={"COLUMNS": "80"}).stdout.decode()
+
+
+def test_readme_shows_the_real_help():
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- help -->\n```\n", 1)[1].split("```\n<!-- /help -->", 1)[0]
+    assert block == _help()
+
+
+def test_readme_exit_code_table_matches():
+    from tcpwdist.errors import EXIT_CODE_MEANINGS
+    readme = (ROOT / "README.md").read_text()
+    for code, text in EXIT_CODE_MEANINGS.items():
+        assert f"| {int(code)} | {text} |" in readme
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    command = readme.split("<!-- test-command -->\n", 1)[1].split("\n", 1)[0]
+    assert command.startswith("python3 -m pytest")
+    assert "<!-- test-command -->" in (ROOT / ".ci" / "run").read_text()
