@@ -229,7 +229,12 @@ rows.add_parse_action(lambda t: [[(m[0], m[1]) for m in _ROW_RE.findall(t[0])]])
 # key is raw bytes, so it may hold "]: " (the last "]: " on the line ends
 # it) or even newlines (it may then run over a few lines).
 _NAME = r"@(?P<name>[A-Za-z_0-9]*)"
-_KEY_LINES = r"(?:\[(?P<key>[^\n]*|[^\n]*(?:\n[^\n]*){1,16}?)\])?"
+# One alternative per line count, fewest first: each is tried in full
+# (the last line's end found by backtracking) before a longer key is.  A
+# lazy {1,16}? would add lines before backtracking within the last one.
+_KEY_LINES = (r"(?:\[(?P<key>"
+              + "|".join(rf"[^\n]*(?:\n[^\n]*){{{n}}}" for n in range(16))
+              + r")\])?")
 hist_header = pp.Regex(
     rf"{_NAME}{_KEY_LINES}: ?[ \t]*\n(?=[\[(]|\n|\Z)"
 ).set_name("hist header")
@@ -350,7 +355,10 @@ def parse(data: bytes | str) -> Dump:
     cut off mid-map parses to everything complete, with ``cut`` set.
     """
     text = data.decode("utf-8", "surrogateescape") if isinstance(data, bytes) else data
-    text = text.replace("\r\n", "\n").replace("\r", "")
+    if text.count("\r\n") * 2 > text.count("\n"):
+        # A terminal's output (ONLCR): every line ends in CRLF.  A lone CR
+        # stays: it may be a byte of a comm.
+        text = text.replace("\r\n", "\n")
     if "\x00" in text:
         raise DumpError("input holds NUL bytes: this is not bpftrace's text output",
                         line=_line_of(text, text.index("\x00")))
