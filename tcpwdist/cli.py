@@ -227,9 +227,11 @@ class Reporter:
         # bpftrace 0.23+ says "Map full"; older versions drop updates in
         # silence, so a map holding as many (key, bucket) entries as its
         # limit is taken as full.
-        used = max((sum(1 for h in dump.processes(s, self.name or "@")
-                        for b in h.buckets if b.count) for s in parsed.snapshots), default=0)
-        full = parsed.map_full or (self.max_keys is not None and used >= self.max_keys)
+        full = parsed.map_full
+        if self.max_keys is not None and not full:
+            used = max((sum(1 for h in dump.processes(s, self.name or "@")
+                            for b in h.buckets if b.count) for s in parsed.snapshots), default=0)
+            full = used >= self.max_keys
         if full and not self.full_said:
             self.full_said = True
             status("tcpwdist: warning: bpftrace's map was full: writes of new (pid, comm, "
