@@ -419,12 +419,16 @@ def run_trace(args: argparse.Namespace, flags: Flags, out: Output) -> int:
             raw = open(args.write_raw, "wb")
         except OSError as exc:
             raise UsageError(f"cannot write {args.write_raw}: {exc.strerror}") from None
-    timeouts = trace.Timeouts(attach=args.attach_timeout, stop=args.stop_timeout)
+    # Silence after an interrupt escalates within a third of --stop-timeout.
+    timeouts = trace.Timeouts(attach=args.attach_timeout, stop=args.stop_timeout,
+                              quiet=min(3.0, args.stop_timeout / 3))
     env = program.environment(version, args.max_keys)
     try:
         for probe, text in programs:
             session = trace.Session(args.bpftrace, ["-e", text], env, timeouts, raw,
-                                    stop_requested=lambda: flags.stop or flags.enough,
+                                    # A closed stdout (| head) ends tracing too.
+                                    stop_requested=lambda: flags.stop or flags.enough
+                                    or out.closed,
                                     abort_requested=lambda: flags.abort)
             with session:
                 try:
@@ -477,16 +481,17 @@ def _traced(args: argparse.Namespace, flags: Flags, out: Output, session: trace.
             # still a report, in the chosen format.
             reporter.snapshot(dump.Snapshot(()), now_stamp())
     if reporter.missing_cmd:
-        status(f"tcpwdist: note: {len(reporter.missing_cmd)} processes had exited (or are "
-               "kernel threads) before their command line could be read: CMD shows "
-               "their comm")
+        n = len(reporter.missing_cmd)
+        status(f"tcpwdist: note: {n} {'process' if n == 1 else 'processes'} had exited (or "
+               "are kernel threads) before the command line could be read: CMD shows the comm")
     if flags.hangup:
         status("tcpwdist: note: hangup received; tracing ended")
+    code = _cut_status(parsed)
     if outcome.aborted:
         status("tcpwdist: error: stopped waiting for bpftrace's report (second Ctrl-C): "
                "the report holds what had arrived")
         return ExitCode.BAD_DUMP
-    return _cut_status(parsed)
+    return code
 
 
 def _check_outcome(outcome: trace.Outcome, ended_early: bool) -> None:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
+import time
 from pathlib import Path
+
+import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
@@ -28,3 +33,33 @@ def expected_buckets(truth: dict) -> dict[tuple[int, bytes], dict[int, int]]:
 
 def capture_id(p: Path) -> str:
     return f"{p.parent.name}/{p.name}"
+
+
+def _bpftrace_pids() -> set[int]:
+    """Live (not zombie) processes named bpftrace, real or fake."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "bpftrace":
+                continue
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            pids.add(int(entry.name))
+    return pids
+
+
+@pytest.fixture(autouse=True)
+def no_bpftrace_left_behind():
+    """Every test: no bpftrace it started may outlive it (by pid, not name)."""
+    before = _bpftrace_pids()
+    yield
+    deadline = time.monotonic() + 3
+    while (left := _bpftrace_pids() - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"bpftrace processes left running: {sorted(left)}"

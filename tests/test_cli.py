@@ -237,3 +237,41 @@ def test_ci_runs_the_readme_test_command():
     command = readme.split("<!-- test-command -->\n", 1)[1].split("\n", 1)[0]
     assert command.startswith("python3 -m pytest")
     assert "<!-- test-command -->" in (ROOT / ".ci" / "run").read_text()
+
+
+@needs_root
+def test_second_ctrl_c_reports_what_arrived():
+    proc = start("-o", "json", "--stop-timeout", "60", FAKE_MODE="stall-dump")
+    wait_for_tracing(proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(1.0)  # the dump has started and stalled
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == ExitCode.BAD_DUMP, err
+    assert [p["pid"] for p in json.loads(out)["processes"]] == [4242]
+    assert b"stopped waiting for bpftrace's report (second Ctrl-C)" in err
+    assert b"cut off inside @[4343, cut-writer]" in err
+
+
+@needs_root
+def test_bpftrace_that_ignores_interrupts_is_escalated_and_said_so(tmp_path):
+    raw = tmp_path / "raw.txt"
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "tcpwdist", "--bpftrace", FAKE, "-d", "0.3",
+                           "--stop-timeout", "1.5", "-w", str(raw)], capture_output=True,
+                          cwd=ROOT, timeout=60, env=dict(os.environ, FAKE_MODE="deaf"))
+    err = done.stderr.decode()
+    assert time.monotonic() - t0 < 15
+    assert "interrupt sent again" in err and "SIGTERM sent" in err and "SIGKILL sent" in err
+    assert_one_error_line(done, ExitCode.BPFTRACE_FAILED, "after the interrupt",
+                          "killed by signal 9")
+    assert b"Attaching 1 probe..." in raw.read_bytes()  # what arrived is kept
+
+
+@needs_root
+def test_closed_stdout_ends_interval_tracing():
+    shell = (f"{sys.executable} -m tcpwdist --bpftrace {FAKE} -o json 0.2 | head -c 1 >/dev/null;"
+             " echo \"rc=${PIPESTATUS[0]}\" >&2")
+    done = subprocess.run(["bash", "-c", shell], capture_output=True, cwd=ROOT, timeout=60,
+                          env=dict(os.environ, FAKE_MODE="ok"))
+    assert b"rc=0" in done.stderr and b"Traceback" not in done.stderr

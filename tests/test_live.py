@@ -115,6 +115,17 @@ def test_ctrl_c_reports_exact_counts(tmp_path):
         assert "tracing with tracepoint:sock:sock_send_length" in said
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_report_exact_counts(tmp_path, sig):
+    w = Workload(tmp_path, "1000x4")
+    proc, _ = start("-o", "json")
+    w.go()
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert buckets(out, w.comm) == {w.pids[0]: {512: 4}}
+
+
 def test_duration_reports_exact_counts(tmp_path):
     w = Workload(tmp_path, "4096x3,100x11")
     proc = subprocess.Popen([sys.executable, "-m", "tcpwdist", "-d", "4", "-o", "json"],
