@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import errno
+import json
 import os
 import re
 import signal
+import socket
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO, Callable, Sequence
 
 from tcpwdist import __version__, dump, host, procs, program, report, trace
@@ -39,6 +42,7 @@ examples:
   tcpwdist -o json -d 5     # one JSON document, for scripts
   tcpwdist -w raw.txt       # also keep bpftrace's raw output in raw.txt
   tcpwdist -r raw.txt       # report on a captured dump (no root needed)
+  tcpwdist -r web1.json -r web2.json --group-by comm   # merge hosts' reports
   bpftrace -e '...' | tcpwdist -r -     # read a dump from stdin
   tcpwdist --program        # print the bpftrace program, and exit
 """
@@ -62,15 +66,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("count", nargs="?", type=_positive_int,
                    help="number of interval reports (default: until Ctrl-C)")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("-r", "--read", metavar="FILE",
+    src.add_argument("-r", "--read", metavar="FILE", action="append",
                      help="read a captured bpftrace dump (text or JSON; - for stdin) "
-                          "instead of tracing")
+                          "or tcpwdist's own JSON instead of tracing; several -r merge "
+                          "into one report (one per host, say)")
     src.add_argument("--program", action="store_true",
                      help="print the bpftrace program that would run, and exit")
     p.add_argument("-d", "--duration", metavar="SECONDS", type=_positive_float,
                    help="trace for this long, then report (default: until Ctrl-C)")
     p.add_argument("-o", "--output", choices=report.FORMATS, default="dist",
                    help="report format (default: dist)")
+    p.add_argument("-s", "--sort", choices=report.SORTS, default="writes",
+                   help="order of processes (default: writes, the busiest first)")
+    p.add_argument("--top", metavar="N", type=_positive_int,
+                   help="show only the first N processes")
+    p.add_argument("--group-by", choices=report.GROUPS, default="pid",
+                   help="one histogram per process (pid, the default), per command "
+                        "name across processes and hosts (comm), or per host")
     p.add_argument("-T", "--timestamp", action="store_true",
                    help="show the time on every report line where it fits")
     p.add_argument("-p", "--pid", metavar="PID", type=int, action="append", default=[],
@@ -81,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trace this TCP port only, local or remote (repeatable)")
     p.add_argument("--cgroup", metavar="PATH",
                    help="trace this cgroup v2 only (a directory under the cgroup2 mount)")
+    p.add_argument("--bytes", action="store_true",
+                   help="also count bytes per process (a second map: a little more "
+                        "cost per write)")
     p.add_argument("--probe", choices=("auto",) + program.PROBES, default="auto",
                    help="what to trace (default: auto, the first that works of "
                         + ", ".join(program.PROBES) + ")")
@@ -203,9 +218,25 @@ class SignalGuard:
 # From parsed snapshots to report text.
 
 
+def rows_of(snap: dump.Snapshot, name: str, host: str | None = None,
+            cmdlines: dict[int, bytes] | None = None) -> list[report.Row]:
+    """The report rows of one snapshot: map ``name``, with @bytes if present."""
+    totals: dict[tuple[int, bytes], int] = {}
+    sums = snap.get("@bytes")
+    if sums is not None:
+        for e in sums.entries:
+            pc = dump.pid_comm(e.key, sums.sep)
+            if pc is not None and isinstance(e, dump.ValueEntry) and e.value.lstrip("-").isdigit():
+                totals[pc] = int(e.value)
+    cmdlines = cmdlines or {}
+    return [report.Row(h, cmdlines.get(h.pid) if h.pid is not None else None, host,
+                       totals.get((h.pid, h.comm)) if h.pid is not None else None)
+            for h in dump.processes(snap, name)]
+
+
 @dataclass
 class Reporter:
-    """Renders snapshots in order, numbering intervals, into ``out``."""
+    """Renders reports in order, numbering intervals, into ``out``."""
 
     args: argparse.Namespace
     out: Output
@@ -217,9 +248,22 @@ class Reporter:
     missing_cmd: set[int] = field(default_factory=set)  # pids shown by comm
     max_keys: int | None = None  # live: the map's size, to tell when it filled
     full_said: bool = False
+    host: str | None = None
+    clock: float | None = None  # live: when the current report's period began
 
     def emit(self, parsed: dump.Dump, final_stamp: str | None = None,
              limit: int | None = None) -> None:
+        self.notes(parsed)
+        if self.name is None and parsed.snapshots:
+            self.name = dump.pick_map(parsed.snapshots, self.args.map)
+        self.series = self.series or len(parsed.snapshots) > 1
+        for i, snap in enumerate(parsed.snapshots):
+            if limit is not None and self.index >= limit:
+                return
+            last = i == len(parsed.snapshots) - 1
+            self.snapshot(snap, snap.stamp or (final_stamp if last else None))
+
+    def notes(self, parsed: dump.Dump) -> None:
         for note in parsed.notes:
             status(f"tcpwdist: note: {note}")
         if parsed.lost_events:
@@ -237,35 +281,39 @@ class Reporter:
             status("tcpwdist: warning: bpftrace's map was full: writes of new (pid, comm, "
                    "size) combinations were not counted; raise --max-keys "
                    f"(now {self.max_keys or 'the default'})")
-        if self.name is None and parsed.snapshots:
-            self.name = dump.pick_map(parsed.snapshots, self.args.map)
-        self.series = self.series or len(parsed.snapshots) > 1
-        for i, snap in enumerate(parsed.snapshots):
-            if limit is not None and self.index >= limit:
-                return
-            last = i == len(parsed.snapshots) - 1
-            self.snapshot(snap, snap.stamp or (final_stamp if last else None))
 
     def snapshot(self, snap: dump.Snapshot, stamp: str | None) -> None:
-        self.index += 1
         hists = dump.processes(snap, self.name or "@")
-        cmds = self.cmdlines(sorted({h.pid for h in hists}))
+        cmds = self.cmdlines(sorted({h.pid for h in hists if h.pid is not None}))
         self.missing_cmd.update(h.pid for h in hists if h.pid not in cmds)
-        rows = [report.Row(h, cmds.get(h.pid)) for h in hists]
-        meta = dict(self.meta)
+        self.rows(rows_of(snap, self.name or "@", self.host, cmds), stamp)
+
+    def rows(self, rows: list[report.Row], stamp: str | None, meta: dict | None = None) -> None:
+        """Render one report of ``rows``."""
+        self.index += 1
+        args = self.args
+        rows = report.order(report.group(rows, args.group_by), args.sort, args.top)
+        meta = {**self.meta, **(meta or {})}
+        if self.clock is not None:
+            now = time.monotonic()
+            meta["duration"] = round(now - self.clock, 3)
+            self.clock = now
         if stamp:
             meta["time"] = stamp
         if self.series:
             meta["interval"] = self.index
-        fmt = self.args.output
+        if args.group_by != "pid":
+            meta["group_by"] = args.group_by
+        fmt = args.output
         text = ""
-        if self.series and fmt != "json":
+        if self.series and fmt in ("dist", "table"):
             heading = stamp or f"interval {self.index}"
             text += ("\n" if self.index > 1 else "") + f"{heading}\n"
-        if not rows and fmt != "json":
+        if not rows and fmt in ("dist", "table"):
             text += "(no TCP writes traced)\n"
         else:
-            text += report.render(fmt, rows, meta, stamp if self.args.timestamp else None)
+            text += report.render(fmt, rows, meta, stamp if args.timestamp else None,
+                                  header=self.index == 1)
         self.out.write(text)
 
 
@@ -274,7 +322,7 @@ def now_stamp() -> str:
 
 
 # --------------------------------------------------------------------------
-# Reading a dump.
+# Reading dumps (and tcpwdist's own JSON), one or several.
 
 
 def read_input(path: str) -> bytes:
@@ -288,19 +336,72 @@ def read_input(path: str) -> bytes:
                         hint="give a file holding bpftrace output") from None
 
 
-def run_read(args: argparse.Namespace, out: Output) -> int:
-    if args.duration or args.write_raw or args.interval:
-        raise UsageError("-d, -w and interval are for tracing; -r reads a dump")
-    source = "stdin" if args.read == "-" else args.read
-    parsed = dump.parse(read_input(args.read))
+_OWN_JSON_RE = re.compile(rb'^\s*\{"tcpwdist":')
+
+
+@dataclass
+class Input:
+    """One -r input, as reports: (meta, rows, stamp) per snapshot."""
+
+    source: str
+    reports: list[tuple[dict, list[report.Row], str | None]]
+    parsed: dump.Dump | None  # None for tcpwdist's own JSON
+
+
+def load(path: str, args: argparse.Namespace) -> Input:
+    source = "stdin" if path == "-" else path
+    data = read_input(path)
+    if _OWN_JSON_RE.match(data):
+        reports = []
+        for n, line in enumerate(data.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                doc = json.loads(line)
+                rows = report.rows_from_json(doc)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise DumpError(f"{source}: not a tcpwdist JSON document", line=n) from None
+            meta = {k: doc[k] for k in ("host", "kernel", "bpftrace", "probe", "start",
+                                        "duration") if k in doc}
+            reports.append((meta, rows, doc.get("time")))
+        return Input(source, reports, None)
+    parsed = dump.parse(data)
     if not parsed.snapshots and not parsed.recognised:
         raise DumpError(f"{source} holds no bpftrace map output",
                         hint="give the output of bpftrace running tcpwdist's program")
-    reporter = Reporter(args, out, {"source": source})
-    reporter.emit(parsed)
-    if not parsed.snapshots:
-        reporter.snapshot(dump.Snapshot(()), None)
-    return _cut_status(parsed)
+    name = dump.pick_map(parsed.snapshots, args.map)
+    reports = [({}, rows_of(s, name), s.stamp) for s in parsed.snapshots]
+    return Input(source, reports, parsed)
+
+
+def run_read(args: argparse.Namespace, out: Output) -> int:
+    if args.duration or args.write_raw or args.interval:
+        raise UsageError("-d, -w and interval are for tracing; -r reads a dump")
+    inputs = [load(path, args) for path in args.read]
+    reporter = Reporter(args, out)
+    code = ExitCode.OK
+    if len(inputs) == 1:
+        [one] = inputs
+        reporter.meta = {"source": one.source}
+        if one.parsed is not None:
+            reporter.notes(one.parsed)
+            code = _cut_status(one.parsed)
+        reporter.series = len(one.reports) > 1
+        for meta, rows, stamp in one.reports or [({}, [], None)]:
+            reporter.rows(rows, stamp, meta)
+        return code
+    # Several inputs (one per host, say): one report of everything.  Rows
+    # from a bpftrace dump carry no host: they are named by their file.
+    merged: list[report.Row] = []
+    for inp in inputs:
+        if inp.parsed is not None:
+            reporter.notes(inp.parsed)
+            code = max(code, _cut_status(inp.parsed))
+        for _, rows, _ in inp.reports:
+            merged += [r if r.host else replace(r, host=inp.source) for r in rows]
+    reporter.meta = {"sources": [i.source for i in inputs]}
+    reporter.rows(merged, None)
+    return code
 
 
 def _cut_status(parsed: dump.Dump) -> int:
@@ -315,12 +416,12 @@ def _cut_status(parsed: dump.Dump) -> int:
 # Tracing.
 
 
-def _version(bpftrace: str) -> program.Version:
+def _version(bpftrace: str) -> tuple[program.Version, str]:
     text = trace.bpftrace_version(bpftrace)
     version = program.parse_version(text)
     if version is None:
         raise TcpwdistError(f"cannot tell the version from {text!r}")
-    return version
+    return version, text
 
 
 def _fentry_supported(bpftrace: str, facts: host.Facts) -> bool | None:
@@ -351,12 +452,13 @@ def options(args: argparse.Namespace, probe: str, version: program.Version) -> \
                              hint="give a cgroup v2 directory, e.g. /sys/fs/cgroup/system.slice")
     return program.ProgramOptions(probe=probe, version=version, pids=tuple(args.pid),
                                   comms=tuple(args.comm), ports=tuple(args.port),
-                                  cgroup=args.cgroup, interval=args.interval)
+                                  cgroup=args.cgroup, interval=args.interval,
+                                  bytes=args.bytes)
 
 
 def show_program(args: argparse.Namespace, out: Output) -> int:
     try:
-        version = _version(args.bpftrace)
+        version, _ = _version(args.bpftrace)
     except TcpwdistError:
         version = program.NEWEST
         status("tcpwdist: note: bpftrace not found; showing the program in the newest "
@@ -405,7 +507,7 @@ class IntervalFeed:
 
 
 def run_trace(args: argparse.Namespace, flags: Flags, out: Output) -> int:
-    version = _version(args.bpftrace)
+    version, version_text = _version(args.bpftrace)
     if os.geteuid() != 0:
         raise PermissionDenied("tracing needs root (bpftrace loads BPF programs)",
                                hint="run it with sudo, or read a captured dump with -r FILE")
@@ -441,7 +543,12 @@ def run_trace(args: argparse.Namespace, flags: Flags, out: Output) -> int:
                     status(f"tcpwdist: not using {why}")
                 status(f"tcpwdist: tracing with {program.PROBE_MEANINGS[probe]}")
                 status(STATUS_TRACING)
-                return _traced(args, flags, out, session, probe)
+                meta = {"source": "live", "host": socket.gethostname(),
+                        "kernel": os.uname().release, "bpftrace": version_text,
+                        "probe": probe,
+                        "start": datetime.datetime.now().astimezone().isoformat(
+                            timespec="seconds")}
+                return _traced(args, flags, out, session, meta)
         raise NoProbe("no probe could be attached", hint="the reasons follow; "
                       "--probe tracepoint with tracefs mounted works on most kernels",
                       details=tuple(failures))
@@ -451,11 +558,11 @@ def run_trace(args: argparse.Namespace, flags: Flags, out: Output) -> int:
 
 
 def _traced(args: argparse.Namespace, flags: Flags, out: Output, session: trace.Session,
-            probe: str) -> int:
+            meta: dict) -> int:
     """Trace with an attached session, stop it, and report."""
     recorder = procs.CmdlineRecorder()
-    reporter = Reporter(args, out, {"source": "live", "probe": probe}, recorder.finish,
-                        series=args.interval is not None, max_keys=args.max_keys)
+    reporter = Reporter(args, out, meta, recorder.finish, series=args.interval is not None,
+                        max_keys=args.max_keys, host=meta["host"], clock=time.monotonic())
     feed = IntervalFeed(session, reporter, args.count, flags) if args.interval else None
 
     def tick() -> None:

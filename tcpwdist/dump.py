@@ -540,7 +540,7 @@ def _json_entries(typ: str, value: object, twice: bool) -> list[Entry]:
 
 @dataclass(frozen=True)
 class ProcessHist:
-    pid: int
+    pid: int | None  # None: a group of processes (report --group-by)
     comm: bytes
     buckets: tuple[Bucket, ...]
 

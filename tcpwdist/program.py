@@ -84,6 +84,7 @@ class ProgramOptions:
     ports: tuple[int, ...] = ()  # local or remote TCP port
     cgroup: str | None = None  # cgroup v2 directory
     interval: float | None = None  # seconds between print(@)s
+    bytes: bool = False  # also sum the bytes: @bytes[pid, comm] = sum(size)
 
 
 def parse_version(text: str) -> Version | None:
@@ -191,12 +192,16 @@ def generate(opts: ProgramOptions = ProgramOptions()) -> str:
         preds.append("(" + " || ".join(_port_test(probe.sock, validate_port(p))
                                        for p in opts.ports) + ")")
     predicate = f" /{' && '.join(preds)}/" if preds else ""
-    text = f"{HEADER}{probe.point}{predicate} {{ @[pid, comm] = hist({probe.size}); }}\n"
+    # The canonical map stays exactly as it is; --bytes adds a second one
+    # (a second map update per write: see BENCHMARKS.md for its cost).
+    extra = f" @bytes[pid, comm] = sum({probe.size});" if opts.bytes else ""
+    text = (f"{HEADER}{probe.point}{predicate} {{ @[pid, comm] = hist({probe.size});{extra} }}\n")
     if opts.interval is not None:
         ms = round(validate_interval(opts.interval) * 1000)
         every = f"s:{ms // 1000}" if ms % 1000 == 0 else f"ms:{ms}"
         # time() after print(@): the HH:MM:SS line closes each interval's dump.
-        text += f'interval:{every} {{ print(@); clear(@); time("%H:%M:%S\\n"); }}\n'
+        also = " print(@bytes); clear(@bytes);" if opts.bytes else ""
+        text += (f'interval:{every} {{ print(@); clear(@);{also} time("%H:%M:%S\\n"); }}\n')
     return text
 
 

@@ -1,45 +1,58 @@
 """Process histograms -> the report text (pure: returns strings, prints nothing).
 
-Three formats:
+Formats:
 
-* ``dist``: tcpwdist.d's layout, one block per process (PID and CMD), then
-  DTrace-style ``value  --- Distribution --- count`` rows, value being the
-  bucket's lower bound in bytes, zero rows kept inside each process's range;
-* ``table``: one row per non-empty bucket, PID / CMD / value / count
-  (tabulate);
-* ``json``: one JSON document (one line) per report.
+* ``dist``: tcpwdist.d's layout, one block per process (PID and CMD), a
+  summary line (writes, the buckets holding the median and the 99th
+  percentile write, bytes when known), then DTrace-style
+  ``value  --- Distribution --- count`` rows, value being the bucket's
+  lower bound in bytes, zero rows kept inside each process's range;
+* ``table``: one row per non-empty bucket (PID / CMD / value / count), then
+  one summary row per process (tabulate);
+* ``csv``: one row per process and bucket, summary columns repeated;
+* ``json``: one JSON document (one line) per report, described by
+  ``report.schema.json``.
+
+It also merges and groups rows (several hosts' reports, ``--group-by``).
 
 Text formats never write a comm's raw bytes to the terminal: control
 characters, bytes that are not UTF-8 and backslashes are shown escaped
 (``\\x1b``, ``\\t``, ``\\\\``), so a hostile process name cannot move the
-cursor or recolour the screen.  JSON keeps comms exact (see ``comm_hex``).
+cursor or recolour the screen.  JSON and CSV keep comms exact (JSON's
+``comm_hex`` has the bytes).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Sequence
 
 from tabulate import tabulate
 
-from tcpwdist.dump import Bucket, ProcessHist
+from tcpwdist.dump import Bucket, ProcessHist, format_label
 
-FORMATS = ("dist", "table", "json")
+FORMATS = ("dist", "table", "csv", "json")
+SORTS = ("writes", "bytes", "pid", "comm")
+GROUPS = ("pid", "comm", "host")
 JSON_SCHEMA_VERSION = 1
 BAR_WIDTH = 40  # DTrace's quantize() bar
 # Longer CMDs are cut, with "..." as the marker, so lines fit 80 columns.
 CMD_WIDTH = 60  # dist: after " PID: 1234567 CMD: "
-TABLE_CMD_WIDTH = 44  # table: beside PID, value and count
 
 
 @dataclass(frozen=True)
 class Row:
-    """One process in a report: its histogram and the CMD to show."""
+    """One line of a report: a process (or a group of them) and its histogram."""
 
-    hist: ProcessHist
+    hist: ProcessHist  # pid is None when grouped by comm or host
     cmd: bytes | None = None  # full command line, when it was recorded
+    host: str | None = None
+    bytes: int | None = None  # total bytes written, when the program summed them
+    members: int = 1  # processes merged into this row
 
     @property
     def shown_cmd(self) -> str:
@@ -74,9 +87,72 @@ def cut(text: str, width: int = CMD_WIDTH) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def order(rows: Iterable[Row]) -> list[Row]:
-    """Busiest first; ties by PID, then comm, so output is reproducible."""
-    return sorted(rows, key=lambda r: (-r.hist.writes, r.hist.pid, r.hist.comm))
+# --------------------------------------------------------------------------
+# Summaries, order, merging.
+
+
+def percentile(buckets: Sequence[Bucket], q: float) -> Bucket | None:
+    """The bucket holding the write at quantile ``q`` (0 < q <= 1)."""
+    total = sum(b.count for b in buckets)
+    if not total:
+        return None
+    rank = max(1, -(-int(q * total * 1000) // 1000))  # ceil(q * total), exactly
+    seen = 0
+    for b in buckets:
+        seen += b.count
+        if seen >= rank:
+            return b
+    return None  # pragma: no cover
+
+
+def _sort_key(sort: str):
+    if sort == "bytes":
+        return lambda r: (r.bytes is None, -(r.bytes or 0), -r.hist.writes, r.hist.pid or 0)
+    if sort == "pid":
+        return lambda r: (r.host or "", r.hist.pid or 0, r.hist.comm)
+    if sort == "comm":
+        return lambda r: (r.hist.comm, r.host or "", r.hist.pid or 0)
+    return lambda r: (-r.hist.writes, r.host or "", r.hist.pid or 0, r.hist.comm)
+
+
+def order(rows: Iterable[Row], sort: str = "writes", top: int | None = None) -> list[Row]:
+    """Busiest first by default; ties are broken so output is reproducible."""
+    ranked = sorted(rows, key=_sort_key(sort))
+    return ranked if top is None else ranked[:top]
+
+
+def add_buckets(a: Sequence[Bucket], b: Sequence[Bucket]) -> tuple[Bucket, ...]:
+    """Sum two histograms; buckets with the same edges add exactly."""
+    counts: dict[tuple[int | None, int | None], int] = {}
+    for bucket in (*a, *b):
+        edge = (bucket.lo, bucket.hi)
+        counts[edge] = counts.get(edge, 0) + bucket.count
+    edges = sorted(counts, key=lambda e: (e[0] is not None, e[0] or 0, e[1] is None, e[1] or 0))
+    return tuple(Bucket(lo, hi, counts[(lo, hi)]) for lo, hi in edges)
+
+
+def group(rows: Iterable[Row], by: str = "pid") -> list[Row]:
+    """Merge rows with the same (host, pid, comm), or the same comm, or host."""
+    merged: dict[tuple, Row] = {}
+    for r in rows:
+        h = r.hist
+        if by == "comm":
+            key: tuple = (h.comm,)
+            r = replace(r, hist=ProcessHist(None, h.comm, h.buckets), host=None, cmd=None)
+        elif by == "host":
+            key = (r.host,)
+            r = replace(r, hist=ProcessHist(None, b"", h.buckets), cmd=None)
+        else:
+            key = (r.host, h.pid, h.comm)
+        old = merged.get(key)
+        if old is None:
+            merged[key] = r
+            continue
+        both = None if old.bytes is None or r.bytes is None else old.bytes + r.bytes
+        merged[key] = replace(old, hist=replace(old.hist, buckets=add_buckets(
+            old.hist.buckets, r.hist.buckets)), bytes=both, members=old.members + r.members,
+            cmd=old.cmd if old.cmd is not None else r.cmd)
+    return list(merged.values())
 
 
 # --------------------------------------------------------------------------
@@ -91,11 +167,39 @@ def _value(b: Bucket) -> str:
     return str(b.lo)
 
 
-def _dist_block(row: Row, stamp: str | None) -> str:
+def _label(b: Bucket | None) -> str:
+    return "-" if b is None else format_label(b.lo, b.hi)
+
+
+def _many_hosts(rows: Sequence[Row]) -> bool:
+    return len({r.host for r in rows}) > 1
+
+
+def _who(row: Row, width: int, hosts: bool) -> str:
+    """The heading of a row: PID and CMD, or the group it stands for."""
+    h = row.hist
+    host = f"HOST: {row.host}  " if hosts and row.host else ""
+    if h.pid is None and h.comm == b"":  # grouped by host
+        return f" HOST: {row.host}  ({row.members} processes)"
+    if h.pid is None:  # grouped by comm
+        return f" COMM: {cut(safe_text(h.comm), width)}  ({row.members} processes)"
+    return f" {host}PID: {h.pid:<7} CMD: {cut(row.shown_cmd, width - len(host))}"
+
+
+def summary_line(row: Row) -> str:
+    h = row.hist
+    text = (f"   writes: {h.writes}   p50: {_label(percentile(h.buckets, 0.5))}"
+            f"   p99: {_label(percentile(h.buckets, 0.99))}")
+    if row.bytes is not None:
+        text += f"   bytes: {row.bytes}"
+    return text
+
+
+def _dist_block(row: Row, stamp: str | None, hosts: bool) -> str:
     h = row.hist
     total = h.writes or 1
     when = f"{stamp} " if stamp else ""
-    lines = [f"{when} PID: {h.pid:<7} CMD: {cut(row.shown_cmd, CMD_WIDTH - len(when))}", "",
+    lines = [when + _who(row, CMD_WIDTH - len(when), hosts), summary_line(row), "",
              f"{'value':>16}  {' Distribution '.center(BAR_WIDTH, '-')} count"]
     for b in h.buckets:
         bar = "@" * int(b.count * BAR_WIDTH / total + 0.5)
@@ -104,67 +208,156 @@ def _dist_block(row: Row, stamp: str | None) -> str:
 
 
 def render_dist(rows: Sequence[Row], stamp: str | None = None) -> str:
-    return "\n".join(_dist_block(r, stamp) for r in order(rows))
+    hosts = _many_hosts(rows)
+    return "\n".join(_dist_block(r, stamp, hosts) for r in rows)
 
 
 # --------------------------------------------------------------------------
 # table
 
 
-def render_table(rows: Sequence[Row], stamp: str | None = None) -> str:
-    width = TABLE_CMD_WIDTH - (10 if stamp else 0)
-    body = [[r.hist.pid, cut(r.shown_cmd, width), _value(b), b.count]
-            for r in order(rows) for b in r.hist.buckets if b.count]
-    headers = ["PID", "CMD", "value", "count"]
-    align = ["right", "left", "right", "right"]
-    if stamp:
-        body = [[stamp] + line for line in body]
-        headers.insert(0, "TIME")
-        align.insert(0, "left")
-    return tabulate(body, headers=headers, tablefmt="simple", colalign=align,
+def _fit_table(heads: list[str], body: list[list], cmd_col: int, align: list[str]) -> str:
+    """tabulate, with the CMD column cut so that lines fit 80 columns."""
+    # tabulate pads a column to at least its header plus 2.
+    others = sum(max([len(str(h)) + 2] + [len(str(r[i])) for r in body])
+                 for i, h in enumerate(heads) if i != cmd_col)
+    width = max(8, 80 - others - 2 * (len(heads) - 1))
+    for r in body:
+        r[cmd_col] = cut(r[cmd_col], width)
+    return tabulate(body, headers=heads, tablefmt="simple", colalign=align,
                     disable_numparse=True) + "\n"
+
+
+def render_table(rows: Sequence[Row], stamp: str | None = None) -> str:
+    hosts = _many_hosts(rows)
+
+    def who(r: Row) -> list:
+        pid = "*" if r.hist.pid is None else r.hist.pid
+        if r.hist.pid is None and r.hist.comm == b"":
+            cmd = f"({r.members} processes)"
+        else:
+            cmd = r.shown_cmd if r.hist.pid is not None else safe_text(r.hist.comm)
+        return ([stamp] if stamp else []) + ([r.host or "-"] if hosts else []) + [pid, cmd]
+
+    heads = (["TIME"] if stamp else []) + (["HOST"] if hosts else []) + ["PID", "CMD"]
+    cmd_col = len(heads) - 1
+    align = ["left"] * (len(heads) - 2) + ["right", "left"]
+    body = [who(r) + [_value(b), b.count] for r in rows for b in r.hist.buckets if b.count]
+    text = _fit_table(heads + ["value", "count"], body, cmd_col, align + ["right", "right"])
+    with_bytes = any(r.bytes is not None for r in rows)
+    # The summary has more columns: -T's time, already on every row above,
+    # is left out where it would squeeze CMD.
+    if stamp:
+        heads, cmd_col, align, stamp = heads[1:], cmd_col - 1, align[1:], None
+    summary = [who(r) + [r.hist.writes, _label(percentile(r.hist.buckets, 0.5)),
+                         _label(percentile(r.hist.buckets, 0.99))]
+               + ([r.bytes if r.bytes is not None else "-"] if with_bytes else []) for r in rows]
+    text += "\n" + _fit_table(heads + ["writes", "p50", "p99"] + (["bytes"] if with_bytes else []),
+                              summary, cmd_col, align + ["right", "left", "left"]
+                              + (["right"] if with_bytes else []))
+    return text
+
+
+# --------------------------------------------------------------------------
+# csv
+
+
+CSV_COLUMNS = ["host", "interval", "time", "pid", "comm", "cmd", "value", "max", "count",
+               "writes", "p50", "p99", "bytes"]
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+def render_csv(rows: Sequence[Row], header: bool = True, meta: dict | None = None) -> str:
+    """One row per process and bucket; ``interval`` and ``time`` (from
+    ``meta``) tell the rows of a series apart."""
+    meta = meta or {}
+    when = [meta.get("interval", ""), meta.get("time", "")]
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    if header:
+        w.writerow(CSV_COLUMNS)
+    for r in rows:
+        h = r.hist
+        p50, p99 = percentile(h.buckets, 0.5), percentile(h.buckets, 0.99)
+        for b in h.buckets:
+            w.writerow([r.host or "", *when, "" if h.pid is None else h.pid, _text(h.comm),
+                        _text(r.cmd if r.cmd is not None else h.comm),
+                        "" if b.lo is None else b.lo, "" if b.hi is None else b.hi - 1, b.count,
+                        h.writes, _label(p50), _label(p99), "" if r.bytes is None else r.bytes])
+    return out.getvalue()
 
 
 # --------------------------------------------------------------------------
 # json
 
 
-def _comm_text(raw: bytes) -> str:
-    return raw.decode("utf-8", "replace")
-
-
-def bucket_json(b: Bucket) -> dict:
+def bucket_json(b: Bucket | None) -> dict | None:
     # "value" is the lower bound, "max" the inclusive upper bound, as in
     # bpftrace's own JSON; null marks an open end.
+    if b is None:
+        return None
     return {"value": b.lo, "max": None if b.hi is None else b.hi - 1, "count": b.count}
 
 
 def process_json(row: Row) -> dict:
     h = row.hist
-    return {
+    doc = {
+        "host": row.host,
         "pid": h.pid,
-        "comm": _comm_text(h.comm),
+        "comm": _text(h.comm),
         "comm_hex": h.comm.hex(),
-        "cmd": _comm_text(row.cmd if row.cmd is not None else h.comm),
+        "cmd": _text(row.cmd if row.cmd is not None else h.comm),
         "writes": h.writes,
+        "bytes": row.bytes,
+        "p50": bucket_json(percentile(h.buckets, 0.5)),
+        "p99": bucket_json(percentile(h.buckets, 0.99)),
         "buckets": [bucket_json(b) for b in h.buckets],
     }
+    if row.members != 1:
+        doc["members"] = row.members
+    return doc
 
 
 def render_json(rows: Sequence[Row], meta: dict | None = None) -> str:
     """One JSON document on one line (interval reports: one per line)."""
     doc: dict = {"tcpwdist": JSON_SCHEMA_VERSION}
     doc.update(meta or {})
-    doc["processes"] = [process_json(r) for r in order(rows)]
+    doc["processes"] = [process_json(r) for r in rows]
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
+def bucket_from_json(b: dict) -> Bucket:
+    lo, top = b.get("value"), b.get("max")
+    return Bucket(lo, None if top is None else top + 1, int(b["count"]))
+
+
+def rows_from_json(doc: dict) -> list[Row]:
+    """Rows back from one of tcpwdist's own JSON documents."""
+    rows = []
+    for p in doc["processes"]:
+        comm = bytes.fromhex(p["comm_hex"]) if "comm_hex" in p else p["comm"].encode()
+        hist = ProcessHist(p.get("pid"), comm, tuple(bucket_from_json(b) for b in p["buckets"]))
+        cmd = p.get("cmd")
+        rows.append(Row(hist, None if cmd is None or cmd == p.get("comm") else cmd.encode(),
+                        p.get("host") or doc.get("host"), p.get("bytes"), p.get("members", 1)))
+    return rows
+
+
+# --------------------------------------------------------------------------
+
+
 def render(fmt: str, rows: Sequence[Row], meta: dict | None = None,
-           stamp: str | None = None) -> str:
-    """The report in ``fmt``; ``stamp`` (-T) puts the time on every line
-    where it fits (JSON carries it in ``meta``)."""
+           stamp: str | None = None, header: bool = True) -> str:
+    """The report in ``fmt``, rows already ordered; ``stamp`` (-T) puts the
+    time on every line where it fits (JSON carries it in ``meta``);
+    ``header`` is the CSV header line (once per output)."""
     if fmt == "json":
         return render_json(rows, meta)
+    if fmt == "csv":
+        return render_csv(rows, header, meta)
     if fmt == "table":
         return render_table(rows, stamp)
     return render_dist(rows, stamp)

@@ -75,7 +75,9 @@ def test_no_raw_control_bytes_reach_the_terminal():
 
 def test_lines_fit_80_columns_and_long_cmds_are_cut_with_a_marker():
     cmd = b"/usr/bin/python3 -m http.server --bind 127.0.0.1 --directory /srv/www/very/long"
-    rows = [report.Row(hist(b"python3", (1, 5), (1024, 99999999), pid=4194304), cmd)]
+    rows = [report.Row(hist(b"python3", (1, 5), (1024, 99999999), pid=4194304), cmd,
+                       bytes=123456789012),
+            report.Row(hist(b"other", (1, 5)), cmd, host="a-long-host-name")]
     for fmt, stamp in (("dist", None), ("dist", "12:00:00"), ("table", None),
                        ("table", "12:00:00")):
         text = report.render(fmt, rows, stamp=stamp)
@@ -87,7 +89,7 @@ def test_lines_fit_80_columns_and_long_cmds_are_cut_with_a_marker():
 def test_dist_keeps_zero_rows_inside_the_range_and_orders_busiest_first():
     quiet = hist(b"quiet", (8, 1), pid=2)
     busy = ProcessHist(3, b"busy", (Bucket(2, 4, 5), Bucket(4, 8, 0), Bucket(8, 16, 5)))
-    text = report.render_dist([report.Row(quiet), report.Row(busy)])
+    text = report.render_dist(report.order([report.Row(quiet), report.Row(busy)]))
     assert text.index("busy") < text.index("quiet")
     assert re.search(r"^ +4 \| +0$", text, re.M)
     assert re.search(r"^ +2 \|@{20} +5$", text, re.M)  # half the writes: half the bar

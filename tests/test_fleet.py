@@ -1,0 +1,131 @@
+"""Reports people act on: summaries, sorting, CSV, the JSON schema, reading
+tcpwdist's own JSON back, and merging reports from several hosts."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from conftest import CAPTURES, ROOT
+from tcpwdist import report
+from tcpwdist.dump import Bucket, ProcessHist
+
+SCHEMA = json.loads((ROOT / "tcpwdist" / "report.schema.json").read_text())
+NASTY = [c for c in CAPTURES if c.name.startswith("nasty.")]
+BASIC = ROOT / "tests/fixtures/0.17.0/basic.pipe.txt"
+
+
+def tcpwdist(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "tcpwdist", *args], cwd=ROOT,
+                          capture_output=True, input=input, timeout=60)
+    return done
+
+
+def docs(done: subprocess.CompletedProcess) -> list[dict]:
+    assert done.returncode == 0, done.stderr
+    out = [json.loads(line) for line in done.stdout.splitlines()]
+    for doc in out:
+        jsonschema.validate(doc, SCHEMA)
+    return out
+
+
+def test_golden_json_reports_validate():
+    for path in (ROOT / "tests/golden/reports").glob("*.json"):
+        for line in path.read_text().splitlines():
+            jsonschema.validate(json.loads(line), SCHEMA)
+
+
+def test_percentile_buckets():
+    b = (Bucket(1, 2, 50), Bucket(2, 4, 49), Bucket(1024, 2048, 1))
+    assert report.percentile(b, 0.5) == b[0]
+    assert report.percentile(b, 0.99) == b[1]  # the 99th of 100 writes
+    assert report.percentile(b + (Bucket(4096, 8192, 1),), 0.99) == b[2]
+    assert report.percentile((), 0.5) is None
+
+
+def test_summary_in_every_format():
+    [d] = docs(tcpwdist("-r", str(BASIC), "-o", "json"))
+    p = next(p for p in d["processes"] if p["pid"] == 23478)
+    assert (p["writes"], p["p50"]["value"], p["p99"]["value"]) == (25, 1, 4194304)
+    dist = tcpwdist("-r", str(BASIC)).stdout.decode()
+    assert "   writes: 25   p50: [1]   p99: [4M, 8M)" in dist
+    table = tcpwdist("-r", str(BASIC), "-o", "table").stdout.decode()
+    assert any(line.split()[-3:] == ["25", "[1]", "[4M,"] or
+               line.endswith("25  [1]         [4M, 8M)") for line in table.splitlines())
+    rows = list(csv.DictReader(io.StringIO(tcpwdist("-r", str(BASIC), "-o", "csv")
+                                           .stdout.decode())))
+    mine = [r for r in rows if r["pid"] == "23478"]
+    assert {(r["writes"], r["p50"], r["p99"]) for r in mine} == {("25", "[1]", "[4M, 8M)")}
+
+
+def test_csv_rows_match_json():
+    [d] = docs(tcpwdist("-r", str(NASTY[0]), "-o", "json"))
+    rows = list(csv.DictReader(io.StringIO(tcpwdist("-r", str(NASTY[0]), "-o", "csv")
+                                           .stdout.decode())))
+    want = [(str(p["pid"]), p["comm"], str(b["value"]), str(b["count"]))
+            for p in d["processes"] for b in p["buckets"]]
+    assert [(r["pid"], r["comm"], r["value"], r["count"]) for r in rows] == want
+    assert list(rows[0]) == report.CSV_COLUMNS
+
+
+def test_sort_and_top():
+    [d] = docs(tcpwdist("-r", str(BASIC), "-o", "json", "--sort", "pid", "--top", "2"))
+    assert [p["pid"] for p in d["processes"]] == [23473, 23476]
+    [d] = docs(tcpwdist("-r", str(BASIC), "-o", "json", "--sort", "comm"))
+    assert [p["comm"] for p in d["processes"]] == sorted(p["comm"] for p in d["processes"])
+    [d] = docs(tcpwdist("-r", str(BASIC), "-o", "json"))
+    writes = [p["writes"] for p in d["processes"]]
+    assert writes == sorted(writes, reverse=True)
+
+
+def test_own_json_reads_back_to_the_same_report(tmp_path):
+    for capture in (BASIC, NASTY[0], ROOT / "tests/fixtures/0.23.2/interval.interval-pipe.txt"):
+        first = tcpwdist("-r", str(capture), "-o", "json")
+        (tmp_path / "r.json").write_bytes(first.stdout)
+        again = tcpwdist("-r", str(tmp_path / "r.json"), "-o", "json")
+        strip = lambda d: [{k: v for k, v in x.items() if k != "source"} for x in docs(d)]
+        assert strip(first) == strip(again)
+
+
+def test_merge_hosts_adds_exactly(tmp_path):
+    # Two "hosts": the same capture's report, relabelled.
+    [d] = docs(tcpwdist("-r", str(BASIC), "-o", "json"))
+    for host in ("web-1", "web-2"):
+        (tmp_path / f"{host}.json").write_text(json.dumps({**d, "host": host}) + "\n")
+    files = [str(tmp_path / "web-1.json"), str(tmp_path / "web-2.json")]
+    [by_pid] = docs(tcpwdist(*sum((["-r", f] for f in files), []), "-o", "json"))
+    assert {p["host"] for p in by_pid["processes"]} == {"web-1", "web-2"}
+    assert len(by_pid["processes"]) == 2 * len(d["processes"])
+    [by_comm] = docs(tcpwdist(*sum((["-r", f] for f in files), []), "-o", "json",
+                              "--group-by", "comm"))
+    one = {p["comm"]: p for p in d["processes"]}
+    for p in by_comm["processes"]:
+        assert p["pid"] is None and p["members"] == 2
+        assert p["writes"] == 2 * one[p["comm"]]["writes"]
+        assert [b["count"] for b in p["buckets"]] == [2 * b["count"] for b in
+                                                      one[p["comm"]]["buckets"]]
+    [by_host] = docs(tcpwdist(*sum((["-r", f] for f in files), []), "-o", "json",
+                              "--group-by", "host"))
+    assert {p["host"]: p["writes"] for p in by_host["processes"]} == \
+        {h: sum(p["writes"] for p in d["processes"]) for h in ("web-1", "web-2")}
+
+
+def test_merge_raw_dumps_names_them_by_file():
+    done = tcpwdist("-r", str(NASTY[0]), "-r", str(NASTY[1]), "-o", "json")
+    [d] = docs(done)
+    assert {p["host"] for p in d["processes"]} == {str(NASTY[0]), str(NASTY[1])}
+    assert d["sources"] == [str(NASTY[0]), str(NASTY[1])]
+
+
+def test_group_by_comm_in_text_formats():
+    done = tcpwdist("-r", str(NASTY[0]), "-r", str(NASTY[1]), "--group-by", "comm")
+    text = done.stdout.decode()
+    assert " COMM: web content  (2 processes)" in text
+    assert max(len(line) for line in text.splitlines()) <= 80
