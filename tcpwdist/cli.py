@@ -453,7 +453,16 @@ def options(args: argparse.Namespace, probe: str, version: program.Version) -> \
     return program.ProgramOptions(probe=probe, version=version, pids=tuple(args.pid),
                                   comms=tuple(args.comm), ports=tuple(args.port),
                                   cgroup=args.cgroup, interval=args.interval,
-                                  bytes=args.bytes)
+                                  bytes=args.bytes, status=_status_wanted(args))
+
+
+def _status_wanted(args: argparse.Namespace) -> bool:
+    """The live status line: on a terminal only, and not with interval
+    reports (which are their own progress)."""
+    try:
+        return args.interval is None and os.isatty(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
 
 
 def show_program(args: argparse.Namespace, out: Output) -> int:
@@ -504,6 +513,50 @@ class IntervalFeed:
 
     def rest(self) -> bytes:
         return bytes(self.session.buffer[self.pos:])
+
+
+_STATUS_RE = re.compile(rb"^tcpwdist-status \d\d:\d\d:\d\d\r?\n", re.M)
+
+
+class StatusFeed:
+    """The one-line status on a terminal, refreshed by the program's
+    once-a-second print(@): elapsed time, writes and processes so far."""
+
+    def __init__(self, session: trace.Session) -> None:
+        self.session = session
+        self.start = time.monotonic()
+        self.pos = 0
+        self.shown = False
+
+    def tick(self) -> None:
+        buf = self.session.buffer
+        last = None
+        for m in _STATUS_RE.finditer(buf, self.pos):
+            last = m
+        if last is None:
+            return
+        segment = bytes(buf[self.pos:last.start()])
+        self.pos = last.end()
+        try:
+            hists = [p for s in dump.parse(segment).snapshots for p in dump.processes(s)]
+        except DumpError:
+            return  # a status line is not worth an error
+        writes = sum(h.writes for h in hists)
+        line = (f"tracing {time.monotonic() - self.start:.0f} s: {writes:,} writes from "
+                f"{len(hists)} processes (Ctrl-C to end)")
+        self._show(line)
+
+    def _show(self, line: str) -> None:
+        try:
+            sys.stderr.write("\r\x1b[K" + line)
+            sys.stderr.flush()
+            self.shown = True
+        except OSError:
+            pass
+
+    def clear(self) -> None:
+        if self.shown:
+            self._show("")
 
 
 def run_trace(args: argparse.Namespace, flags: Flags, out: Output) -> int:
@@ -564,14 +617,19 @@ def _traced(args: argparse.Namespace, flags: Flags, out: Output, session: trace.
     reporter = Reporter(args, out, meta, recorder.finish, series=args.interval is not None,
                         max_keys=args.max_keys, host=meta["host"], clock=time.monotonic())
     feed = IntervalFeed(session, reporter, args.count, flags) if args.interval else None
+    live = StatusFeed(session) if _status_wanted(args) else None
 
     def tick() -> None:
         recorder.tick()
         if feed is not None:
             feed.tick()
+        if live is not None:
+            live.tick()
 
     deadline = time.monotonic() + args.duration if args.duration else None
     session.trace(deadline, tick)
+    if live is not None:
+        live.clear()
     ended_early = session.eof and not flags.stop
     session.stop()
     outcome = session.outcome()

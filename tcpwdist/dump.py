@@ -275,12 +275,18 @@ noise_line = pp.Regex(
 # time("%H:%M:%S\n") after each interval's print(@): that interval ends here.
 time_line = pp.Regex(r"(?P<stamp>\d\d:\d\d:\d\d)[ \t]*\n").set_name("interval time")
 
+# tcpwdist's live status line prints the map once a second, then this
+# line: what came since the last one was a status print, not a report.
+STATUS_RE = re.compile(r"tcpwdist-status \d\d:\d\d:\d\d")
+status_line = pp.Regex(STATUS_RE.pattern + r"[ \t]*\n").set_name("status mark")
+
 # Each item of the dump becomes one tagged tuple for the reader below.
 dump_item = (
     scalar_line.copy().add_parse_action(lambda t: [("scalar", t[0])])
     | hist_entry.copy().add_parse_action(
         lambda t: [("hist", t[0], t[1], t[2])])
     | time_line.copy().add_parse_action(lambda t: [("time", t[0].strip())])
+    | status_line.copy().add_parse_action(lambda t: [("status", t[0])])
     | noise_line.copy().add_parse_action(lambda t: [("noise", t[0])])
     | blank.suppress()
 ).set_name("dump line")
@@ -330,6 +336,10 @@ class _Builder:
         print(@)."""
         self._stamp = stamp
         self.flush(keep_empty=True)
+
+    def discard(self) -> None:
+        """Drop what came since the last snapshot: it was a status print."""
+        self._maps, self._seen, self._stamp = {}, set(), None
 
     def flush(self, keep_empty: bool = False) -> None:
         if self._maps or keep_empty:
@@ -412,6 +422,8 @@ def _parse_text(text: str, attach: re.Match | None) -> Dump:
             builder.add("@" + m["name"], ValueEntry(m["key"], m["value"]))
         elif kind == "time":
             builder.mark(item[1])
+        elif kind == "status":
+            builder.discard()
         elif kind == "noise":
             map_full = map_full or "Map full" in item[1]
             lost += _lost(item[1])
@@ -506,6 +518,8 @@ def _parse_json(text: str) -> Dump:
                 except (KeyError, TypeError, ValueError, AttributeError):
                     raise DumpError(f"unexpected shape of map {name} in a {typ} record",
                                     line=n) from None
+        elif typ == "time" and isinstance(data, str) and STATUS_RE.match(data):
+            builder.discard()
         elif typ == "time" and isinstance(data, str):
             builder.mark(data.strip())
         elif typ == "lost_events":

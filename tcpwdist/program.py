@@ -69,6 +69,7 @@ HEADER = """\
 """
 
 NEWEST: Version = (99, 0, 0)
+STATUS_MARK = "tcpwdist-status"  # the line that ends a status print(@)
 
 # bpftrace's comm is 16 bytes with the NUL: a longer name can never match.
 COMM_MAX = 15
@@ -85,6 +86,7 @@ class ProgramOptions:
     cgroup: str | None = None  # cgroup v2 directory
     interval: float | None = None  # seconds between print(@)s
     bytes: bool = False  # also sum the bytes: @bytes[pid, comm] = sum(size)
+    status: bool = False  # print(@) once a second for the live status line
 
 
 def parse_version(text: str) -> Version | None:
@@ -196,6 +198,10 @@ def generate(opts: ProgramOptions = ProgramOptions()) -> str:
     # (a second map update per write: see BENCHMARKS.md for its cost).
     extra = f" @bytes[pid, comm] = sum({probe.size});" if opts.bytes else ""
     text = (f"{HEADER}{probe.point}{predicate} {{ @[pid, comm] = hist({probe.size});{extra} }}\n")
+    if opts.status and opts.interval is None:
+        # The status line's numbers: the map, once a second, not cleared.
+        # Nothing runs per write; the marker tells the reader to drop it.
+        text += f'interval:s:1 {{ print(@); time("{STATUS_MARK} %H:%M:%S\\n"); }}\n'
     if opts.interval is not None:
         ms = round(validate_interval(opts.interval) * 1000)
         every = f"s:{ms // 1000}" if ms % 1000 == 0 else f"ms:{ms}"

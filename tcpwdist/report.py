@@ -31,8 +31,6 @@ import unicodedata
 from dataclasses import dataclass, replace
 from typing import Iterable, Sequence
 
-from tabulate import tabulate
-
 from tcpwdist.dump import Bucket, ProcessHist, format_label
 
 FORMATS = ("dist", "table", "csv", "json")
@@ -218,6 +216,9 @@ def render_dist(rows: Sequence[Row], stamp: str | None = None) -> str:
 
 def _fit_table(heads: list[str], body: list[list], cmd_col: int, align: list[str]) -> str:
     """tabulate, with the CMD column cut so that lines fit 80 columns."""
+    # Imported here: tabulate takes 50 ms to import and only tables need it.
+    from tabulate import tabulate
+
     # tabulate pads a column to at least its header plus 2.
     others = sum(max([len(str(h)) + 2] + [len(str(r[i])) for r in body])
                  for i, h in enumerate(heads) if i != cmd_col)

@@ -223,7 +223,15 @@ class Session:
             self._signal(signal.SIGKILL)
         self.reap()
 
-    def reap(self) -> None:
+    def reap(self, grace: float = 2.0) -> None:
+        """Collect bpftrace's exit status.  After EOF it is exiting: poll for
+        that (pexpect's close() would sleep a fixed 0.1 s or more, which is
+        most of tcpwdist's stop latency), then close, forcing if need be."""
+        deadline = time.monotonic() + grace
+        while self.child.isalive() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        self.child.delayafterclose = 0
+        self.child.delayafterterminate = 0.05
         try:
             self.child.close(force=True)
         except pexpect.ExceptionPexpect:

@@ -36,13 +36,15 @@ def capture_id(p: Path) -> str:
 
 
 def _bpftrace_pids() -> set[int]:
-    """Live (not zombie) processes named bpftrace, real or fake."""
+    """Live (not zombie) bpftrace processes: the real one by its comm, the
+    fake one (a Python script) by its command line."""
     pids = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if (entry / "comm").read_text().strip() != "bpftrace":
+            real = (entry / "comm").read_text().strip() == "bpftrace"
+            if not real and b"tests/fake/bpftrace" not in (entry / "cmdline").read_bytes():
                 continue
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:

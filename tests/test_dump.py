@@ -240,3 +240,19 @@ def test_hand_json_cut_last_record():
     parsed = dump.parse(whole[:-20])
     assert parsed.cut and "line" in parsed.cut
     assert dump.processes(parsed.snapshots[0])[0].pid == 1
+
+
+def test_hand_status_prints_are_not_reports():
+    # tcpwdist's status line: print(@) once a second, then its mark; then the exit dump.
+    text = ("Attaching 2 probes...\n@[1, a]: \n" + rows(("[1]", 1)) + "\n"
+            "tcpwdist-status 10:00:01\n@[1, a]: \n" + rows(("[1]", 3)) + "\n"
+            "tcpwdist-status 10:00:02\n\n\n@[1, a]: \n" + rows(("[1]", 4)) + "\n")
+    parsed = dump.parse(text)
+    assert len(parsed.snapshots) == 1
+    assert dump.processes(parsed.snapshots[0])[0].writes == 4
+    js = ('{"type": "attached_probes", "data": {"probes": 2}}\n'
+          '{"type": "hist", "data": {"@": {"1,a": [{"min": 1, "max": 1, "count": 1}]}}}\n'
+          '{"type": "time", "data": "tcpwdist-status 10:00:01\\n"}\n'
+          '{"type": "hist", "data": {"@": {"1,a": [{"min": 1, "max": 1, "count": 4}]}}}\n')
+    parsed = dump.parse(js)
+    assert [p.writes for s in parsed.snapshots for p in dump.processes(s)] == [4]

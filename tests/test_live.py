@@ -270,3 +270,22 @@ def test_sigkill_leaves_no_bpftrace_behind():
             os.kill(bpftrace_pid, signal.SIGKILL)
             pytest.fail(f"bpftrace {bpftrace_pid} outlived tcpwdist's SIGKILL by 3 s")
         time.sleep(0.05)
+
+
+def test_status_line_on_a_terminal(tmp_path):
+    """stderr a terminal: a status line refreshed about once a second, taken
+    from the running program, and cleared before the report."""
+    import pexpect
+    w = Workload(tmp_path, "64x12")
+    child = pexpect.spawn(sys.executable, ["-m", "tcpwdist", "-o", "json"], cwd=str(ROOT),
+                          timeout=60, dimensions=(24, 200))
+    child.expect("Hit Ctrl-C")
+    w.go()
+    child.expect(r"tracing \d+ s: [\d,]+ writes from \d+ processes")
+    child.expect(r"tracing \d+ s: [\d,]+ writes from \d+ processes")  # refreshed
+    child.sendintr()
+    child.expect(pexpect.EOF)
+    out = child.before.decode()
+    doc = json.loads(out[out.index('{"tcpwdist"'):].splitlines()[0])
+    [p] = [p for p in doc["processes"] if p["comm"] == w.comm]
+    assert p["writes"] == 12  # the status prints were not counted again

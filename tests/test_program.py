@@ -132,3 +132,12 @@ def test_installed_bpftrace_compiles_every_variant(probe, tmp_path):
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert 'comm == "\\"}END{exit()}\\\\"' in path.read_text()
+
+
+def test_status_probe_runs_once_a_second_not_per_write():
+    text = body(program.ProgramOptions("tracepoint", status=True))
+    per_write, status = text.splitlines()
+    assert per_write == body(program.ProgramOptions("tracepoint")).strip()
+    assert status == 'interval:s:1 { print(@); time("tcpwdist-status %H:%M:%S\\n"); }'
+    # interval reports are their own progress: no status probe with them
+    assert "tcpwdist-status" not in body(program.ProgramOptions(status=True, interval=2))
