@@ -96,20 +96,26 @@ class Tracer:
         if m:
             self.peak_rss = max(self.peak_rss, int(m.group(1)))
 
-    def stop(self) -> tuple[float, bytes]:
-        """Interrupt; seconds until the report is out and the process gone."""
+    def stop(self) -> tuple[float, float, bytes]:
+        """Interrupt; seconds until the report is out on stdout (tcpwdist:
+        its JSON line ends; bpftrace: its stdout closes, after the dump),
+        and until the process is gone."""
         self.poll_rss()
         t = time.monotonic()
         self.proc.send_signal(signal.SIGINT)
         out = b""
+        report = None
         while True:  # read stdout to EOF while polling memory
             chunk = os.read(self.proc.stdout.fileno(), 1 << 16)
             if not chunk:
                 break
             out += chunk
+            if report is None and self.mode == "tcpwdist" and out.endswith(b"\n"):
+                report = time.monotonic() - t
             self.poll_rss()
+        closed = time.monotonic() - t
         self.proc.wait()
-        return time.monotonic() - t, out
+        return report if report is not None else closed, time.monotonic() - t, out
 
 
 def loadgen(exe: Path, size: int, seconds: float, wcpu: int, strace: bool = False) -> float:
@@ -177,19 +183,20 @@ def latency(keys_list: list[int], rounds: int) -> dict:
     for keys in keys_list:
         procs, writes = (1, "64") if keys == 1 else (keys // 15, sizes)
         for mode in ("tcpwdist", "bpftrace"):
-            att, stop, rss = [], [], []
+            att, stop, gone, rss = [], [], [], []
             for _ in range(rounds):
                 tracer = Tracer(mode, program)
                 subprocess.run([sys.executable, str(WORKLOAD), "--comm", "tw-keys", "--writes",
                                 writes, "--procs", str(procs)], check=True,
                                stdout=subprocess.DEVNULL)
-                took, report = tracer.stop()
+                took, exited, report = tracer.stop()
                 assert report, f"{mode} printed no report"
                 att.append(tracer.attached)
                 stop.append(took)
+                gone.append(exited)
                 rss.append(tracer.peak_rss)
             out.setdefault(str(keys), {})[mode] = {
-                "attach_s": stats(att), "stop_s": stats(stop),
+                "attach_s": stats(att), "report_s": stats(stop), "exit_s": stats(gone),
                 "peak_rss_kb": stats([float(r) for r in rss])}
     return out
 

@@ -425,22 +425,19 @@ def _version(bpftrace: str) -> tuple[program.Version, str]:
 
 
 def _fentry_supported(bpftrace: str, facts: host.Facts) -> bool | None:
-    info = trace.bpftrace_info(bpftrace)
-    for line in info.splitlines():
-        name, _, value = line.strip().partition(":")
-        if name in ("kfunc", "fentry"):
-            return value.strip() == "yes"
-    return None
+    # One "name: yes|no" per line up to 0.22; several per line from 0.23.
+    m = re.search(r"\b(?:kfunc|fentry):\s*(yes|no)\b", trace.bpftrace_info(bpftrace))
+    return None if m is None else m.group(1) == "yes"
 
 
-def plan(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+def plan(args: argparse.Namespace, version: program.Version) -> tuple[list[str], list[str]]:
     if args.probe != "auto":
         return [args.probe], []
     facts = host.gather()
     fentry = None
     if facts.kprobes is False and facts.btf:
         fentry = _fentry_supported(args.bpftrace, facts)  # only when it decides
-    return program.plan_probes("auto", facts, fentry)
+    return program.plan_probes("auto", facts, fentry, version)
 
 
 def options(args: argparse.Namespace, probe: str, version: program.Version) -> \
@@ -472,7 +469,7 @@ def show_program(args: argparse.Namespace, out: Output) -> int:
         version = program.NEWEST
         status("tcpwdist: note: bpftrace not found; showing the program in the newest "
                "bpftrace's spelling")
-    probes, skipped = plan(args)
+    probes, skipped = plan(args, version)
     for why in skipped:
         status(f"tcpwdist: not using {why}")
     if not probes:
@@ -566,7 +563,7 @@ def run_trace(args: argparse.Namespace, flags: Flags, out: Output) -> int:
                                hint="run it with sudo, or read a captured dump with -r FILE")
     if args.count and not args.interval:
         raise UsageError("count needs an interval: tcpwdist INTERVAL COUNT")
-    probes, failures = plan(args)
+    probes, failures = plan(args, version)
     programs = [(probe, program.generate(options(args, probe, version))) for probe in probes]
     raw: BinaryIO | None = None
     if args.write_raw:

@@ -33,3 +33,4 @@ def test_overhead_benchmark_quick(tmp_path):
     assert all(r["64"]["1"]["median"] > 0 for r in results["rates"].values())
     assert results["bpf"]["tcpwdist"]["events"] > 0
     assert results["latency"]["1"]["tcpwdist"]["peak_rss_kb"]["median"] > 0
+    assert results["latency"]["1"]["tcpwdist"]["report_s"]["median"] > 0

@@ -40,6 +40,10 @@ def test_default_is_the_canonical_one_liner_and_the_shipped_script():
 @pytest.mark.parametrize("filtered", [False, True], ids=["plain", "filters"])
 def test_program_golden(probe, era, filtered):
     opts = program.ProgramOptions(probe, ERAS[era], **(FILTERS if filtered else {}))
+    if probe == "rawtracepoint" and ERAS[era] < program.RAWTRACEPOINT_SINCE:
+        with pytest.raises(UsageError, match="0.21"):
+            program.generate(opts)
+        return
     name = f"{probe}-v{era}{'-filters' if filtered else ''}.bt"
     assert body(opts) == (GOLDEN / name).read_text()
 
@@ -104,8 +108,12 @@ def test_no_input_changes_the_program_shape(comms, cgroup):
 
 def test_plan_probes():
     facts = Facts("/sys/kernel/tracing", kprobes=False, tracepoint=True, btf=True)
-    tried, skipped = program.plan_probes("auto", facts, fentry_supported=False)
-    assert tried == ["tracepoint"] and len(skipped) == 2
+    tried, skipped = program.plan_probes("auto", facts, fentry_supported=False,
+                                         version=(0, 17, 0))
+    assert tried == ["tracepoint"] and len(skipped) == 3
+    assert "rawtracepoint: needs bpftrace 0.21 or later" in skipped
+    tried, _ = program.plan_probes("auto", facts, fentry_supported=False, version=(0, 23, 2))
+    assert tried == ["rawtracepoint", "tracepoint"]
     facts = Facts(None, kprobes=None, tracepoint=None, btf=False)
     tried, skipped = program.plan_probes("auto", facts, fentry_supported=None)
     assert tried == ["kprobe"]
