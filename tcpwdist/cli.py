@@ -94,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cgroup", metavar="PATH",
                    help="trace this cgroup v2 only (a directory under the cgroup2 mount)")
     p.add_argument("--bytes", action="store_true",
-                   help="also count bytes per process (a second map: a little more "
-                        "cost per write)")
+                   help="also count bytes per process (a second map: about twice "
+                        "the BPF time per write)")
     p.add_argument("--probe", choices=("auto",) + program.PROBES, default="auto",
                    help="what to trace (default: auto, the first that works of "
                         + ", ".join(program.PROBES) + ")")
