@@ -4,6 +4,7 @@ key form, the quirks of each bpftrace era, damaged input."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -256,3 +257,40 @@ def test_hand_status_prints_are_not_reports():
           '{"type": "hist", "data": {"@": {"1,a": [{"min": 1, "max": 1, "count": 4}]}}}\n')
     parsed = dump.parse(js)
     assert [p.writes for s in parsed.snapshots for p in dump.processes(s)] == [4]
+
+
+# Reconstructed dumps of the eras no real capture covers (tests/fixtures/hand/).
+
+HAND = Path(__file__).parent / "fixtures" / "hand"
+B = dump.Bucket
+
+
+@pytest.mark.parametrize("name,map_name,want", [
+    ("hand_v0.9.0.txt", "@h", {(1234, b"curl"): (B(2, 4, 1),)}),
+    ("hand_v0.9.2.txt", "@h", {(1234, b"curl"): (B(2, 4, 1),)}),
+    ("hand_v0.23.txt", "@", {(8002, b"python3"): (B(4, 8, 1),)}),
+    ("hand_v0.24.txt", "@", {(8002, b"python3"): (B(4, 8, 1),)}),
+    ("hand_v0.24.txt", "@lh", {(8002, b"python3"): (B(2, 3, 3), B(3, 4, 1))}),
+    ("hand_v0.9.2.json.txt", "@", {(1, b"a b"): (B(4, 8, 1),)}),
+    ("hand_v0.24.json.txt", "@", {(1, b"ab"): (B(4, 8, 1),)}),
+    ("hand_v0.24.json.txt", "@x", {(2, b"c"): (B(None, 0, 1),),
+                                    (3, b"de,f"): (B(512, 1024, 1), B(1024, 2048, 1))}),
+    ("hand_lhist_and_hist_k_labels.txt", "@x",
+     {(1, b"a"): (B(610000, 620000, 12345678), B(620000, None, 1))}),
+    ("hand_lhist_and_hist_k_labels.txt", "@y",
+     {(1, b"a"): (B(0, 512, 1), B(512, 1024, 1), B(1024, 1536, 0), B(1536, 2048, 1))}),
+    ("hand_lhist_and_hist_k_labels.txt", "@z",
+     {(1, b"a"): (B(3584, 4096, 1), B(4096, 5120, 2), B(1 << 20, 1280 << 10, 1),
+                  B(4 << 20, 5 << 20, 1))}),
+])
+def test_hand_reconstructed_eras(name, map_name, want):
+    parsed = dump.parse((HAND / name).read_bytes())
+    assert parsed.cut is None and len(parsed.snapshots) == 1
+    got = {(p.pid, p.comm): p.buckets for p in dump.processes(parsed.snapshots[0], map_name)}
+    assert got == want
+
+
+def test_hand_v024_other_maps_are_values():
+    snap = dump.parse((HAND / "hand_v0.24.txt").read_bytes()).snapshots[0]
+    assert snap.get("@st").entries == (dump.ValueEntry(None, "{ .count = 2, .average = 6, .total = 13 }"),)
+    assert snap.get("@ticks").entries == (dump.ValueEntry(None, "3"),)
