@@ -120,7 +120,6 @@ def json_escape(comm: bytes) -> str:
 
 
 def json_dump(procs, era: str) -> str:
-    records = []
     data = {}
     for pid, comm, buckets in procs:
         key = f"{pid},{json_escape(comm)}"

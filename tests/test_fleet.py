@@ -8,14 +8,12 @@ import io
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import jsonschema
-import pytest
 
 from conftest import CAPTURES, ROOT
 from tcpwdist import report
-from tcpwdist.dump import Bucket, ProcessHist
+from tcpwdist.dump import Bucket
 
 SCHEMA = json.loads((ROOT / "tcpwdist" / "report.schema.json").read_text())
 NASTY = [c for c in CAPTURES if c.name.startswith("nasty.")]
