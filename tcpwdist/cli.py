@@ -424,7 +424,7 @@ def _version(bpftrace: str) -> tuple[program.Version, str]:
     return version, text
 
 
-def _fentry_supported(bpftrace: str, facts: host.Facts) -> bool | None:
+def _fentry_supported(bpftrace: str) -> bool | None:
     # One "name: yes|no" per line up to 0.22; several per line from 0.23.
     m = re.search(r"\b(?:kfunc|fentry):\s*(yes|no)\b", trace.bpftrace_info(bpftrace))
     return None if m is None else m.group(1) == "yes"
@@ -436,7 +436,7 @@ def plan(args: argparse.Namespace, version: program.Version) -> tuple[list[str],
     facts = host.gather()
     fentry = None
     if facts.kprobes is False and facts.btf:
-        fentry = _fentry_supported(args.bpftrace, facts)  # only when it decides
+        fentry = _fentry_supported(args.bpftrace)  # only when it decides
     return program.plan_probes("auto", facts, fentry, version)
 
 
