@@ -91,3 +91,18 @@ def test_example_capture_excerpt_is_real_output():
     shown = [ln for ln in block if ln != "[...]"]
     assert shown and all(ln in real for ln in shown)
     assert real[:8] == block[:8]
+
+
+def test_docs_reports_are_in_the_current_format():
+    """The runs shown in README and the example file look like today's output."""
+    from tcpwdist import report
+    from tcpwdist.dump import Bucket, ProcessHist
+    shape = report.summary_line(report.Row(ProcessHist(1, b"x", (Bucket(1, 2, 3),))))
+    pattern = re.escape(shape).replace("3", r"\d+").replace(re.escape("[1]"), r"\[[^]]+\)?\]?")
+    for text in (EXAMPLE, (ROOT / "README.md").read_text()):
+        blocks = text.split(" PID: ")[1:]
+        assert blocks
+        for block in blocks:
+            if "CMD:" not in block.split("\n")[0]:
+                continue
+            assert re.match(pattern, block.split("\n")[1]), block.split("\n")[1]
