@@ -478,7 +478,7 @@ def show_program(args: argparse.Namespace, out: Output) -> int:
     return ExitCode.OK
 
 
-_MARKER_RE = re.compile(rb"^\d\d:\d\d:\d\d\r?\n", re.M)
+_MARKER_RE = re.compile(rb"^tcpwdist-interval \d\d:\d\d:\d\d\r?\n", re.M)
 
 
 class IntervalFeed:

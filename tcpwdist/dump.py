@@ -272,12 +272,18 @@ noise_line = pp.Regex(
     rf"[^\n]*{EOL}"
 ).set_name("log line")
 
-# time("%H:%M:%S\n") after each interval's print(@): that interval ends here.
+# Interval series.  tcpwdist's own program prints "tcpwdist-interval
+# HH:MM:SS" after each print(@): that interval ends there.  Other programs
+# print a bare time() line, by custom before print(@) ("time(); print(@);
+# clear(@)"), sometimes after: the first one tells which (see _Builder.time).
+interval_line = pp.Regex(r"tcpwdist-interval (?P<stamp>\d\d:\d\d:\d\d)[ \t]*\n") \
+    .set_name("interval mark")
 time_line = pp.Regex(r"(?P<stamp>\d\d:\d\d:\d\d)[ \t]*\n").set_name("interval time")
 
 # tcpwdist's live status line prints the map once a second, then this
 # line: what came since the last one was a status print, not a report.
 STATUS_RE = re.compile(r"tcpwdist-status \d\d:\d\d:\d\d")
+_MARK_RE = re.compile(r"tcpwdist-interval \d\d:\d\d:\d\d")
 status_line = pp.Regex(STATUS_RE.pattern + r"[ \t]*\n").set_name("status mark")
 
 # Each item of the dump becomes one tagged tuple for the reader below.
@@ -285,6 +291,7 @@ dump_item = (
     scalar_line.copy().add_parse_action(lambda t: [("scalar", t[0])])
     | hist_entry.copy().add_parse_action(
         lambda t: [("hist", t[0], t[1], t[2])])
+    | interval_line.copy().add_parse_action(lambda t: [("mark", t[0].split()[1])])
     | time_line.copy().add_parse_action(lambda t: [("time", t[0].strip())])
     | status_line.copy().add_parse_action(lambda t: [("status", t[0])])
     | noise_line.copy().add_parse_action(lambda t: [("noise", t[0])])
@@ -331,11 +338,25 @@ class _Builder:
         self._maps[name] = entries
 
     def mark(self, stamp: str) -> None:
-        """A time() line closes the interval before it (even an empty one)
-        and stamps it: tcpwdist's interval program prints time() after
-        print(@)."""
+        """tcpwdist's interval mark closes the interval before it (even an
+        empty one) and stamps it."""
         self._stamp = stamp
         self.flush(keep_empty=True)
+
+    _time_opens: bool | None = None
+
+    def time(self, stamp: str) -> None:
+        """A bare time() line.  If it comes before any map, time() is
+        printed before print(@): each one opens the next interval; else
+        it closes the one before it, like tcpwdist's mark."""
+        if self._time_opens is None:
+            self._time_opens = not self._maps and not self.snapshots
+        if not self._time_opens:
+            self.mark(stamp)
+            return
+        if self._maps or self._stamp is not None:
+            self.flush(keep_empty=True)
+        self._stamp = stamp
 
     def discard(self) -> None:
         """Drop what came since the last snapshot: it was a status print."""
@@ -420,8 +441,10 @@ def _parse_text(text: str, attach: re.Match | None) -> Dump:
             m = scalar_line.re.match(item[1])
             assert m is not None
             builder.add("@" + m["name"], ValueEntry(m["key"], m["value"]))
-        elif kind == "time":
+        elif kind == "mark":
             builder.mark(item[1])
+        elif kind == "time":
+            builder.time(item[1])
         elif kind == "status":
             builder.discard()
         elif kind == "noise":
@@ -520,8 +543,10 @@ def _parse_json(text: str) -> Dump:
                                     line=n) from None
         elif typ == "time" and isinstance(data, str) and STATUS_RE.match(data):
             builder.discard()
+        elif typ == "time" and isinstance(data, str) and _MARK_RE.match(data):
+            builder.mark(data.split()[1])
         elif typ == "time" and isinstance(data, str):
-            builder.mark(data.strip())
+            builder.time(data.strip())
         elif typ == "lost_events":
             lost += int(rec.get("count", (data or {}).get("events", 0)))
         elif typ == "helper_error" and "Map full" in str(rec.get("msg", "")):

@@ -74,6 +74,7 @@ HEADER = """\
 
 NEWEST: Version = (99, 0, 0)
 STATUS_MARK = "tcpwdist-status"  # the line that ends a status print(@)
+INTERVAL_MARK = "tcpwdist-interval"  # the line that ends an interval's print(@)
 
 # bpftrace's comm is 16 bytes with the NUL: a longer name can never match.
 COMM_MAX = 15
@@ -216,9 +217,10 @@ def generate(opts: ProgramOptions = ProgramOptions()) -> str:
     if opts.interval is not None:
         ms = round(validate_interval(opts.interval) * 1000)
         every = f"s:{ms // 1000}" if ms % 1000 == 0 else f"ms:{ms}"
-        # time() after print(@): the HH:MM:SS line closes each interval's dump.
+        # time() after print(@): its line closes each interval's dump.
         also = " print(@bytes); clear(@bytes);" if opts.bytes else ""
-        text += (f'interval:{every} {{ print(@); clear(@);{also} time("%H:%M:%S\\n"); }}\n')
+        text += (f'interval:{every} {{ print(@); clear(@);{also} '
+                 f'time("{INTERVAL_MARK} %H:%M:%S\\n"); }}\n')
     return text
 
 

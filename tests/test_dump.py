@@ -294,3 +294,20 @@ def test_hand_v024_other_maps_are_values():
     snap = dump.parse((HAND / "hand_v0.24.txt").read_bytes()).snapshots[0]
     assert snap.get("@st").entries == (dump.ValueEntry(None, "{ .count = 2, .average = 6, .total = 13 }"),)
     assert snap.get("@ticks").entries == (dump.ValueEntry(None, "3"),)
+
+
+def test_hand_time_before_print_opens_intervals():
+    # The common idiom of other programs: interval:s:1 { time(); print(@); clear(@); }
+    text = ("Attaching 2 probes...\n10:00:01\n@[1, a]: \n" + rows(("[1]", 1)) + "\n"
+            "10:00:02\n\n10:00:03\n@[1, a]: \n" + rows(("[1]", 2)) + "\n")
+    parsed = dump.parse(text)
+    assert [s.stamp for s in parsed.snapshots] == ["10:00:01", "10:00:02", "10:00:03"]
+    assert [sum(p.writes for p in dump.processes(s)) for s in parsed.snapshots] == [1, 0, 2]
+
+
+def test_hand_tcpwdist_interval_mark_closes_even_when_the_first_is_empty():
+    text = ("Attaching 2 probes...\n\ntcpwdist-interval 10:00:01\n@[1, a]: \n"
+            + rows(("[1]", 5)) + "\ntcpwdist-interval 10:00:02\n")
+    parsed = dump.parse(text)
+    assert [s.stamp for s in parsed.snapshots] == ["10:00:01", "10:00:02"]
+    assert [sum(p.writes for p in dump.processes(s)) for s in parsed.snapshots] == [0, 5]
