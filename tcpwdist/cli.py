@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import errno
 import json
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import BinaryIO, Callable, Sequence
 
 from tcpwdist import __version__, dump, host, procs, program, report, trace
-from tcpwdist.errors import (EXIT_CODE_MEANINGS, BpftraceFailed, DumpError, ExitCode, NoProbe,
+from tcpwdist.errors import (EXIT_CODE_MEANINGS, AttachTimeout, BpftraceFailed, DumpError, ExitCode, NoProbe,
                              PermissionDenied, TcpwdistError, UsageError)
 
 PROG = "tcpwdist"
@@ -474,7 +475,10 @@ def show_program(args: argparse.Namespace, out: Output) -> int:
         status(f"tcpwdist: not using {why}")
     if not probes:
         raise NoProbe("no probe can work on this host", details=tuple(skipped))
-    out.write(program.generate(options(args, probes[0], version)))
+    # The status line's once-a-second print(@) is tcpwdist's business, not
+    # part of the program a user would copy: --program leaves it out.
+    opts = options(args, probes[0], version)
+    out.write(program.generate(dataclasses.replace(opts, status=False)))
     return ExitCode.OK
 
 
@@ -585,7 +589,12 @@ def run_trace(args: argparse.Namespace, flags: Flags, out: Output) -> int:
             with session:
                 try:
                     session.wait_attached(version_has_notice=version >= (0, 14, 0))
-                except NoProbe as exc:
+                except (NoProbe, BpftraceFailed) as exc:
+                    # auto falls back on any failure to start a probe (a newer
+                    # bpftrace may reject one spelling): the next may work.
+                    if isinstance(exc, AttachTimeout) or (
+                            isinstance(exc, BpftraceFailed) and args.probe != "auto"):
+                        raise
                     failures.append(f"{probe}: {exc.message}; bpftrace said: "
                                     + " | ".join(exc.details[-2:]))
                     continue

@@ -78,6 +78,10 @@ class BpftraceFailed(TcpwdistError):
     exit_code = ExitCode.BPFTRACE_FAILED
 
 
+class AttachTimeout(BpftraceFailed):
+    """bpftrace neither attached nor failed in time: not a probe problem."""
+
+
 class DumpError(TcpwdistError):
     """The input is not bpftrace output tcpwdist understands."""
 

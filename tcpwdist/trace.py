@@ -23,8 +23,8 @@ from typing import BinaryIO, Callable
 
 import pexpect
 
-from tcpwdist.errors import (BpftraceFailed, BpftraceMissing, InterruptedEarly, NoProbe,
-                             PermissionDenied)
+from tcpwdist.errors import (AttachTimeout, BpftraceFailed, BpftraceMissing, InterruptedEarly,
+                             NoProbe, PermissionDenied)
 
 # What bpftrace prints once its probes are attached, in every version:
 # "Attached N probes" (0.24+, after attaching), the test hook's word
@@ -140,7 +140,7 @@ class Session:
             now = time.monotonic()
             if now > deadline:
                 self.kill()
-                raise BpftraceFailed(
+                raise AttachTimeout(
                     f"bpftrace did not attach its probes within {self.timeouts.attach:g} s",
                     hint="a loaded host can need longer: raise --attach-timeout",
                     details=tail(self.output))

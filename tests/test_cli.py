@@ -276,3 +276,19 @@ def test_closed_stdout_ends_interval_tracing():
     done = subprocess.run(["bash", "-c", shell], capture_output=True, cwd=ROOT, timeout=60,
                           env=dict(os.environ, FAKE_MODE="ok"))
     assert b"rc=0" in done.stderr and b"Traceback" not in done.stderr
+
+
+@needs_root
+def test_auto_falls_back_when_a_probe_fails_to_compile(monkeypatch, capsys):
+    # A newer bpftrace could reject one probe's spelling: auto tries the next.
+    monkeypatch.setattr(host, "gather", lambda: host.Facts("/sys/kernel/tracing", True, True,
+                                                           False))
+    monkeypatch.setenv("FAKE_MODE", "kprobe-compile-error")
+    code = cli.main(["--bpftrace", FAKE, "-d", "0.3", "-o", "json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "not using kprobe: bpftrace exited before attaching its probes" in err
+    assert json.loads(out)["processes"][0]["writes"] == 30
+    # asked for by name, the same failure is an error
+    code = cli.main(["--bpftrace", FAKE, "-d", "0.3", "--probe", "kprobe"])
+    assert code == ExitCode.BPFTRACE_FAILED
