@@ -311,3 +311,11 @@ def test_hand_tcpwdist_interval_mark_closes_even_when_the_first_is_empty():
     parsed = dump.parse(text)
     assert [s.stamp for s in parsed.snapshots] == ["10:00:01", "10:00:02"]
     assert [sum(p.writes for p in dump.processes(s)) for s in parsed.snapshots] == [0, 5]
+
+
+def test_row_alone():
+    # A label of 16 characters or more touches the count.
+    assert [tuple(x) for x in dump.row.parse_string("[610000, 620000)12345678 |@@@@|\n")] \
+        == [("[610000, 620000)", "12345678")]
+    assert [tuple(x) for x in dump.row.parse_string("(..., 0)               1 |@|")] \
+        == [("(..., 0)", "1")]
