@@ -647,9 +647,10 @@ def _traced(args: argparse.Namespace, flags: Flags, out: Output, session: trace.
     if not flags.enough:
         if parsed.snapshots:
             reporter.emit(parsed, final_stamp=now_stamp())
-        elif feed is not None or reporter.index == 0:
-            # The last partial interval, or a whole run, with no writes:
-            # still a report, in the chosen format.
+        elif reporter.index == 0:
+            # A whole run with no writes: still a report, in the chosen
+            # format.  (An empty last partial interval after others is not
+            # reported, as `-r` of the raw output could not show it either.)
             reporter.snapshot(dump.Snapshot(()), now_stamp())
     if reporter.missing_cmd:
         n = len(reporter.missing_cmd)
