@@ -189,21 +189,6 @@ def test_interrupt_before_attach_exits_8():
 
 
 @needs_root
-def test_auto_falls_back_when_kprobe_fails_to_attach(monkeypatch, capsys):
-    # A kernel that looks as if it had kprobes, where attaching still fails.
-    monkeypatch.setattr(host, "gather", lambda: host.Facts("/sys/kernel/tracing", True, True,
-                                                           False))
-    monkeypatch.setenv("FAKE_MODE", "kprobe-fails")
-    code = cli.main(["--bpftrace", FAKE, "-d", "0.3", "-o", "json"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    assert "not using kprobe: the probe could not be attached" in err
-    assert "not using fentry: no kernel BTF" in err
-    assert "tracing with tracepoint:sock:sock_send_length" in err
-    assert json.loads(out)["processes"][0]["writes"] == 30
-
-
-@needs_root
 def test_write_raw_replays_to_the_same_report(tmp_path):
     raw = tmp_path / "raw.txt"
     live = subprocess.run([sys.executable, "-m", "tcpwdist", "--bpftrace", FAKE, "-d", "0.3",
@@ -279,16 +264,24 @@ def test_closed_stdout_ends_interval_tracing():
 
 
 @needs_root
-def test_auto_falls_back_when_a_probe_fails_to_compile(monkeypatch, capsys):
-    # A newer bpftrace could reject one probe's spelling: auto tries the next.
+@pytest.mark.parametrize("mode,reason,by_name", [
+    ("kprobe-fails", "the probe could not be attached", ExitCode.NO_PROBE),
+    # A newer bpftrace could reject one probe's spelling at compile time.
+    ("kprobe-compile-error", "bpftrace exited before attaching its probes",
+     ExitCode.BPFTRACE_FAILED),
+])
+def test_auto_falls_back_when_kprobe_fails(monkeypatch, capsys, mode, reason, by_name):
+    # A kernel that looks as if it had kprobes, where kprobe still fails.
     monkeypatch.setattr(host, "gather", lambda: host.Facts("/sys/kernel/tracing", True, True,
                                                            False))
-    monkeypatch.setenv("FAKE_MODE", "kprobe-compile-error")
+    monkeypatch.setenv("FAKE_MODE", mode)
     code = cli.main(["--bpftrace", FAKE, "-d", "0.3", "-o", "json"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert "not using kprobe: bpftrace exited before attaching its probes" in err
+    assert f"not using kprobe: {reason}" in err
+    assert "not using fentry: no kernel BTF" in err
+    assert "tracing with tracepoint:sock:sock_send_length" in err
     assert json.loads(out)["processes"][0]["writes"] == 30
-    # asked for by name, the same failure is an error
+    # Asked for by name, the same failure ends the run.
     code = cli.main(["--bpftrace", FAKE, "-d", "0.3", "--probe", "kprobe"])
-    assert code == ExitCode.BPFTRACE_FAILED
+    assert code == by_name
