@@ -219,8 +219,7 @@ class SignalGuard:
 # From parsed snapshots to report text.
 
 
-def rows_of(snap: dump.Snapshot, name: str, host: str | None = None,
-            cmdlines: dict[int, bytes] | None = None) -> list[report.Row]:
+def rows_of(snap: dump.Snapshot, name: str, host: str | None = None) -> list[report.Row]:
     """The report rows of one snapshot: map ``name``, with @bytes if present."""
     totals: dict[tuple[int, bytes], int] = {}
     sums = snap.get("@bytes")
@@ -229,9 +228,7 @@ def rows_of(snap: dump.Snapshot, name: str, host: str | None = None,
             pc = dump.pid_comm(e.key, sums.sep)
             if pc is not None and isinstance(e, dump.ValueEntry) and e.value.lstrip("-").isdigit():
                 totals[pc] = int(e.value)
-    cmdlines = cmdlines or {}
-    return [report.Row(h, cmdlines.get(h.pid) if h.pid is not None else None, host,
-                       totals.get((h.pid, h.comm)) if h.pid is not None else None)
+    return [report.Row(h, None, host, totals.get((h.pid, h.comm)) if h.pid is not None else None)
             for h in dump.processes(snap, name)]
 
 
@@ -284,10 +281,10 @@ class Reporter:
                    f"(now {self.max_keys or 'the default'})")
 
     def snapshot(self, snap: dump.Snapshot, stamp: str | None) -> None:
-        hists = dump.processes(snap, self.name or "@")
-        cmds = self.cmdlines(sorted({h.pid for h in hists if h.pid is not None}))
-        self.missing_cmd.update(h.pid for h in hists if h.pid not in cmds)
-        self.rows(rows_of(snap, self.name or "@", self.host, cmds), stamp)
+        rows = rows_of(snap, self.name or "@", self.host)
+        cmds = self.cmdlines(sorted({r.hist.pid for r in rows if r.hist.pid is not None}))
+        self.missing_cmd.update(r.hist.pid for r in rows if r.hist.pid not in cmds)
+        self.rows([replace(r, cmd=cmds.get(r.hist.pid)) for r in rows], stamp)
 
     def rows(self, rows: list[report.Row], stamp: str | None, meta: dict | None = None) -> None:
         """Render one report of ``rows``."""
@@ -482,7 +479,19 @@ def show_program(args: argparse.Namespace, out: Output) -> int:
     return ExitCode.OK
 
 
-_MARKER_RE = re.compile(rb"^tcpwdist-interval \d\d:\d\d:\d\d\r?\n", re.M)
+def _mark_re(mark: str) -> re.Pattern[bytes]:
+    return re.compile(rb"^" + mark.encode() + rb" \d\d:\d\d:\d\d\r?\n", re.M)
+
+
+_INTERVAL_RE = _mark_re(program.INTERVAL_MARK)
+_STATUS_RE = _mark_re(program.STATUS_MARK)
+
+
+def _last_mark(pattern: re.Pattern[bytes], buf: bytearray) -> re.Match[bytes] | None:
+    last = None
+    for last in pattern.finditer(buf):
+        pass
+    return last
 
 
 class IntervalFeed:
@@ -495,28 +504,17 @@ class IntervalFeed:
         self.reporter = reporter
         self.count = count
         self.flags = flags
-        self.pos = 0  # bpftrace output up to here has been reported
 
     def tick(self) -> None:
         if self.flags.enough:
             return
-        buf = self.session.buffer
-        end = None
-        for m in _MARKER_RE.finditer(buf, self.pos):
-            end = m.end()
-        if end is None:
+        mark = _last_mark(_INTERVAL_RE, self.session.buffer)
+        if mark is None:
             return
-        parsed = dump.parse(bytes(buf[self.pos:end]))
-        self.pos = end
+        parsed = dump.parse(self.session.consume(mark.end()))
         self.reporter.emit(parsed, limit=self.count)
         if self.count is not None and self.reporter.index >= self.count:
             self.flags.enough = True
-
-    def rest(self) -> bytes:
-        return bytes(self.session.buffer[self.pos:])
-
-
-_STATUS_RE = re.compile(rb"^tcpwdist-status \d\d:\d\d:\d\d\r?\n", re.M)
 
 
 class StatusFeed:
@@ -526,22 +524,24 @@ class StatusFeed:
     def __init__(self, session: trace.Session) -> None:
         self.session = session
         self.start = time.monotonic()
-        self.pos = 0
         self.shown = False
+        # What the consumed status prints said that the final report must
+        # still hear about: bpftrace 0.23's "Map full", lost events.
+        self.map_full = False
+        self.lost_events = 0
 
     def tick(self) -> None:
-        buf = self.session.buffer
-        last = None
-        for m in _STATUS_RE.finditer(buf, self.pos):
-            last = m
-        if last is None:
+        mark = _last_mark(_STATUS_RE, self.session.buffer)
+        if mark is None:
             return
-        segment = bytes(buf[self.pos:last.start()])
-        self.pos = last.end()
+        segment = self.session.consume(mark.end())
         try:
-            hists = [p for s in dump.parse(segment).snapshots for p in dump.processes(s)]
+            parsed = dump.parse(segment)
         except DumpError:
             return  # a status line is not worth an error
+        self.map_full = self.map_full or parsed.map_full
+        self.lost_events += parsed.lost_events
+        hists = [p for s in parsed.snapshots for p in dump.processes(s)]
         writes = sum(h.writes for h in hists)
         line = (f"tracing {time.monotonic() - self.start:.0f} s: {writes:,} writes from "
                 f"{len(hists)} processes (Ctrl-C to end)")
@@ -642,8 +642,11 @@ def _traced(args: argparse.Namespace, flags: Flags, out: Output, session: trace.
     _check_outcome(outcome, ended_early)
     if feed is not None:
         feed.tick()  # intervals that arrived while stopping
-    rest = feed.rest() if feed is not None else outcome.output
-    parsed = dump.parse(rest)
+    # What the feeds did not consume: the final dump (or the last partial interval).
+    parsed = dump.parse(outcome.output)
+    if live is not None:
+        parsed = replace(parsed, map_full=parsed.map_full or live.map_full,
+                         lost_events=parsed.lost_events + live.lost_events)
     if not flags.enough:
         if parsed.snapshots:
             reporter.emit(parsed, final_stamp=now_stamp())

@@ -89,7 +89,7 @@ class Session:
         self.timeouts = timeouts
         self.stop_requested = stop_requested
         self.abort_requested = abort_requested
-        self.buffer = bytearray()  # everything bpftrace printed so far
+        self.buffer = bytearray()  # what bpftrace printed and no feed consumed yet
         self.eof = False
         self.escalations: list[str] = []  # what it took to stop bpftrace
         self.aborted = False  # the user asked us to stop waiting for the dump
@@ -110,6 +110,14 @@ class Session:
     @property
     def output(self) -> bytes:
         return bytes(self.buffer)
+
+    def consume(self, upto: int) -> bytes:
+        """Take the output before ``upto`` off the buffer and return it: a
+        feed has dealt with it, so a long run's memory stays flat (the -w
+        file, written as output arrives, keeps everything)."""
+        taken = bytes(self.buffer[:upto])
+        del self.buffer[:upto]
+        return taken
 
     def _read(self, timeout: float) -> bytes:
         """Whatever arrives within ``timeout`` (b"" if nothing; sets eof)."""

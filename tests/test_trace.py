@@ -139,3 +139,15 @@ def test_environment_reaches_bpftrace(tmp_path):
     assert seen["env"]["BPFTRACE_MAP_KEYS_MAX"] == "123"
     assert seen["env"][trace.NOTIFY_ENV] == "1"
     assert seen["argv"] == ["-e", "tracepoint:x { }"]
+
+
+def test_consume_trims_the_buffer_but_not_the_raw_file():
+    raw = io.BytesIO()
+    with session("ok", raw) as s:
+        s.wait_attached(version_has_notice=True)
+        seen = bytes(s.buffer)
+        assert s.consume(len(seen)) == seen and s.buffer == bytearray()
+        s.stop()
+        out = s.outcome()
+    assert b"fake-writer" in out.output and b"Attaching" not in out.output
+    assert raw.getvalue() == seen + out.output  # -w still has every byte
