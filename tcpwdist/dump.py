@@ -321,6 +321,7 @@ class _Builder:
         self._maps: dict[str, list[Entry]] = {}
         self._seen: set[tuple[str, str | None]] = set()
         self._stamp: str | None = None
+        self._time_opens: bool | None = None  # decided by the first bare time() line
 
     def add(self, name: str, entry: Entry) -> None:
         ident = (name, entry.key)
@@ -340,8 +341,6 @@ class _Builder:
         empty one) and stamps it."""
         self._stamp = stamp
         self.flush(keep_empty=True)
-
-    _time_opens: bool | None = None
 
     def time(self, stamp: str) -> None:
         """A bare time() line.  If it comes before any map, time() is
