@@ -33,7 +33,9 @@ def timed(cmd: list[str]) -> tuple[float, bytes]:
 
 
 def same(a: bytes, b: bytes) -> bool:
-    key = lambda doc: [(p["pid"], p["writes"], p["buckets"]) for p in json.loads(doc)["processes"]]
+    def key(doc: bytes) -> list:
+        return [(p["pid"], p["writes"], p["buckets"]) for p in json.loads(doc)["processes"]]
+
     return key(a) == key(b)
 
 

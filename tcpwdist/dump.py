@@ -48,6 +48,7 @@ from typing import Iterable, NamedTuple, Union
 
 import pyparsing as pp
 
+from tcpwdist import marks
 from tcpwdist.errors import DumpError
 
 # --------------------------------------------------------------------------
@@ -65,7 +66,7 @@ class Bucket(NamedTuple):
 
     lo: int | None
     hi: int | None
-    count: int
+    count: int  # type: ignore[assignment]  # the field shadows tuple.count, on purpose
 
 
 @dataclass(frozen=True)
@@ -233,9 +234,8 @@ _NAME = r"@(?P<name>[A-Za-z_0-9]*)"
 _KEY_LINES = (r"(?:\[(?P<key>"
               + "|".join(rf"[^\n]*(?:\n[^\n]*){{{n}}}" for n in range(16))
               + r")\])?")
-hist_header = pp.Regex(
-    rf"{_NAME}{_KEY_LINES}: ?[ \t]*\n(?=[\[(]|\n|\Z)"
-).set_name("hist header")
+_HEADER_PATTERN = rf"{_NAME}{_KEY_LINES}: ?[ \t]*\n(?=[\[(]|\n|\Z)"
+hist_header = pp.Regex(_HEADER_PATTERN).set_name("hist header")
 
 blank = pp.Regex(r"[ \t]*\n").set_name("blank line")
 end_of_dump = pp.StringEnd().set_name("end of dump")
@@ -270,33 +270,62 @@ noise_line = pp.Regex(
     rf"[^\n]*{EOL}"
 ).set_name("log line")
 
-# Interval series.  tcpwdist's own program prints "tcpwdist-interval
-# HH:MM:SS" after each print(@): that interval ends there.  Other programs
+# Interval series.  tcpwdist's own program prints a mark after each
+# periodic print(@) (marks.py says which and what for).  Other programs
 # print a bare time() line, by custom before print(@) ("time(); print(@);
 # clear(@)"), sometimes after: the first one tells which (see _Builder.time).
-interval_line = pp.Regex(r"tcpwdist-interval (?P<stamp>\d\d:\d\d:\d\d)[ \t]*\n") \
-    .set_name("interval mark")
+mark_line = pp.Regex(marks.LINE_RE.pattern).set_name("tcpwdist mark")
 time_line = pp.Regex(r"(?P<stamp>\d\d:\d\d:\d\d)[ \t]*\n").set_name("interval time")
 
-# tcpwdist's live status line prints the map once a second, then this
-# line: what came since the last one was a status print, not a report.
-STATUS_RE = re.compile(r"tcpwdist-status \d\d:\d\d:\d\d")
-_MARK_RE = re.compile(r"tcpwdist-interval \d\d:\d\d:\d\d")
-status_line = pp.Regex(STATUS_RE.pattern + r"[ \t]*\n").set_name("status mark")
 
-# Each item of the dump becomes one tagged tuple for the reader below.
+# What the grammar hands the reader: one typed item per construct, built
+# by the parse actions from the regexes' named groups (nothing re-matched).
+class _Hist(NamedTuple):
+    name: str
+    key: str | None
+    rows: list[tuple[str, str]]
+    complete: bool
+
+
+class _Scalar(NamedTuple):
+    name: str
+    key: str | None
+    value: str
+
+
+class _Mark(NamedTuple):
+    kind: str | None  # a marks kind, or None for a bare time() line
+    stamp: str
+
+
+class _Noise(NamedTuple):
+    line: str
+
+
+class _Cut(NamedTuple):
+    line: str
+
+
+def _hist_item(t: pp.ParseResults) -> _Hist:
+    header, found_rows, complete = t[0], t[1], t[2]
+    m = _HEADER_RE.match(header)
+    assert m is not None  # the grammar matched this very pattern
+    return _Hist("@" + m["name"], m["key"], found_rows, complete)
+
+
+_HEADER_RE = re.compile(_HEADER_PATTERN)
+
 dump_item = (
-    scalar_line.copy().add_parse_action(lambda t: [("scalar", t[0])])
-    | hist_entry.copy().add_parse_action(
-        lambda t: [("hist", t[0], t[1], t[2])])
-    | interval_line.copy().add_parse_action(lambda t: [("mark", t[0].split()[1])])
-    | time_line.copy().add_parse_action(lambda t: [("time", t[0].strip())])
-    | status_line.copy().add_parse_action(lambda t: [("status", t[0])])
-    | noise_line.copy().add_parse_action(lambda t: [("noise", t[0])])
+    scalar_line.copy().add_parse_action(lambda t: _Scalar("@" + t["name"], t.get("key"),
+                                                          t["value"]))
+    | hist_entry.copy().add_parse_action(_hist_item)
+    | mark_line.copy().add_parse_action(lambda t: _Mark(t["kind"], t["stamp"]))
+    | time_line.copy().add_parse_action(lambda t: _Mark(None, t["stamp"]))
+    | noise_line.copy().add_parse_action(lambda t: _Noise(t[0]))
     | blank.suppress()
 ).set_name("dump line")
 text_dump = (dump_item[...]
-             + pp.Opt(cut_line.copy().add_parse_action(lambda t: [("cut", t[0])]))
+             + pp.Opt(cut_line.copy().add_parse_action(lambda t: _Cut(t[0])))
              + end_of_dump)
 text_dump.leave_whitespace(recursive=True)
 text_dump.parse_with_tabs()  # a tab in a comm is a byte to keep, not 8 columns
@@ -336,28 +365,34 @@ class _Builder:
             self.flush()
         self._maps[name] = entries
 
-    def mark(self, stamp: str) -> None:
-        """tcpwdist's interval mark closes the interval before it (even an
-        empty one) and stamps it."""
+    def mark(self, kind: str | None, stamp: str) -> None:
+        """A mark line: tcpwdist's own, or a bare time() line (kind None)."""
+        if kind == marks.PROGRESS:
+            # What came since the last snapshot was a progress print.
+            self._maps, self._seen, self._stamp = {}, set(), None
+        elif kind == marks.INTERVAL:
+            self._close(stamp)
+        else:
+            self._time(stamp)
+
+    def _close(self, stamp: str) -> None:
+        """An interval mark closes the interval before it (even an empty
+        one) and stamps it."""
         self._stamp = stamp
         self.flush(keep_empty=True)
 
-    def time(self, stamp: str) -> None:
+    def _time(self, stamp: str) -> None:
         """A bare time() line.  If it comes before any map, time() is
         printed before print(@): each one opens the next interval; else
         it closes the one before it, like tcpwdist's mark."""
         if self._time_opens is None:
             self._time_opens = not self._maps and not self.snapshots
         if not self._time_opens:
-            self.mark(stamp)
+            self._close(stamp)
             return
         if self._maps or self._stamp is not None:
             self.flush(keep_empty=True)
         self._stamp = stamp
-
-    def discard(self) -> None:
-        """Drop what came since the last snapshot: it was a status print."""
-        self._maps, self._seen, self._stamp = {}, set(), None
 
     def flush(self, keep_empty: bool = False) -> None:
         if self._maps or keep_empty:
@@ -399,14 +434,9 @@ def parse(data: bytes | str) -> Dump:
     return _parse_text(text, _ATTACH_RE.search(head))
 
 
-def _parse_text(text: str, attach: re.Match | None) -> Dump:
-    # Whatever comes before the attach notice (compile warnings with their
-    # source lines, a shell prompt, a BEGIN banner) is not part of the dump.
-    start = attach.end() if attach else 0
-    body = text[start:]
-    first_line = _line_of(text, start)
+def _text_items(body: str, first_line: int) -> pp.ParseResults:
     try:
-        result = text_dump.parse_string(body, parse_all=True)
+        return text_dump.parse_string(body, parse_all=True)
     except pp.ParseBaseException as exc:
         line, shown, what = exc.lineno, exc.line, "not bpftrace map output"
         lines = body.split("\n")
@@ -418,37 +448,31 @@ def _parse_text(text: str, attach: re.Match | None) -> Dump:
                         hint="tcpwdist -r reads what bpftrace prints for @[pid, comm] = hist(...)",
                         line=first_line + line - 1) from None
 
+
+def _parse_text(text: str, attach: re.Match[str] | None) -> Dump:
+    # Whatever comes before the attach notice (compile warnings with their
+    # source lines, a shell prompt, a BEGIN banner) is not part of the dump.
+    start = attach.end() if attach else 0
     builder = _Builder(", ")
     cut: str | None = None
     map_full = False
     lost = 0
-    for item in result:
-        kind = item[0]
-        if kind == "hist":
-            _, header, rows, complete = item
-            m = hist_header.re.match(header)
-            assert m is not None
-            name, key = "@" + m["name"], m["key"]
-            if complete:
-                buckets = tuple(Bucket(*parse_label(lab), int(n)) for lab, n in rows)
-                builder.add(name, HistEntry(key, buckets))
+    for item in _text_items(text[start:], _line_of(text, start)):
+        if isinstance(item, _Hist):
+            if item.complete:
+                buckets = tuple(Bucket(*parse_label(lab), int(n)) for lab, n in item.rows)
+                builder.add(item.name, HistEntry(item.key, buckets))
             else:
-                cut = name if key is None else f"{name}[{_shown(key)}]"
-        elif kind == "scalar":
-            m = scalar_line.re.match(item[1])
-            assert m is not None
-            builder.add("@" + m["name"], ValueEntry(m["key"], m["value"]))
-        elif kind == "mark":
-            builder.mark(item[1])
-        elif kind == "time":
-            builder.time(item[1])
-        elif kind == "status":
-            builder.discard()
-        elif kind == "noise":
-            map_full = map_full or "Map full" in item[1]
-            lost += _lost(item[1])
-        elif kind == "cut":
-            cut = cut or f"the last line ({_shown(item[1][:40])})"
+                cut = item.name if item.key is None else f"{item.name}[{_shown(item.key)}]"
+        elif isinstance(item, _Scalar):
+            builder.add(item.name, ValueEntry(item.key, item.value))
+        elif isinstance(item, _Mark):
+            builder.mark(item.kind, item.stamp)
+        elif isinstance(item, _Noise):
+            map_full = map_full or "Map full" in item.line
+            lost += _lost(item.line)
+        else:
+            cut = cut or f"the last line ({_shown(item.line[:40])})"
     builder.flush()
     return Dump(tuple(builder.snapshots), "text", recognised=attach is not None,
                 cut=cut, map_full=map_full, lost_events=lost)
@@ -490,7 +514,16 @@ def _json_bucket(b: dict) -> Bucket:
     return Bucket(lo, hi, int(b["count"]))
 
 
-def _parse_json(text: str) -> Dump:
+class _Records(NamedTuple):
+    """The JSON records of a dump, with what the lines around them said."""
+
+    records: list[tuple[int, dict]]  # (line number, record)
+    cut: str | None
+    map_full: bool
+    lost: int
+
+
+def _json_records(text: str) -> _Records:
     records: list[tuple[int, dict]] = []
     cut: str | None = None
     map_full = False
@@ -513,37 +546,52 @@ def _parse_json(text: str) -> Dump:
         if not isinstance(rec, dict) or "type" not in rec:
             raise DumpError("JSON record without a \"type\"", line=n)
         records.append((n, rec))
+    return _Records(records, cut, map_full, lost)
 
-    # Which era wrote the keys?  0.24+ adds "count" to attached_probes and
-    # strips spaces from keys; 0.22-0.23 escape key strings twice.
+
+def _json_era(records: list[tuple[int, dict]]) -> str | None:
+    """Which era wrote the keys: 0.24+ adds "count" to attached_probes and
+    strips spaces from keys; 0.22-0.23 escape key strings twice."""
     era = None
     for _, rec in records:
         if rec["type"] == "attached_probes":
             era = ">=0.24" if "count" in rec else "<=0.23"
-    all_keys = [k for _, rec in records if rec["type"] in ("hist", "map", "stats")
-                and isinstance(rec.get("data"), dict)
-                for m in rec["data"].values() if isinstance(m, dict) for k in m]
-    twice = era != ">=0.24" and any(_DOUBLE_ESCAPED_RE.search(k) for k in all_keys)
-    if twice:
-        era = "0.22-0.23"
+    if era == ">=0.24":
+        return era
+    keys = (k for _, rec in records if rec["type"] in _MAP_TYPES
+            and isinstance(rec.get("data"), dict)
+            for m in rec["data"].values() if isinstance(m, dict) for k in m)
+    return "0.22-0.23" if any(_DOUBLE_ESCAPED_RE.search(k) for k in keys) else era
 
+
+_MAP_TYPES = ("hist", "map", "stats")
+
+
+def _json_time(builder: _Builder, data: str) -> None:
+    m = marks.LINE_RE.match(data)
+    if m is not None:
+        builder.mark(m["kind"], m["stamp"])
+    else:
+        builder.mark(None, data.strip())
+
+
+def _parse_json(text: str) -> Dump:
+    found = _json_records(text)
+    era = _json_era(found.records)
+    twice = era == "0.22-0.23"
     builder = _Builder(",")
-    for n, rec in records:
-        typ = rec["type"]
-        data = rec.get("data")
-        if typ in ("hist", "map", "stats") and isinstance(data, dict):
+    map_full, lost = found.map_full, found.lost
+    for n, rec in found.records:
+        typ, data = rec["type"], rec.get("data")
+        if typ in _MAP_TYPES and isinstance(data, dict):
             for name, value in data.items():
                 try:
                     builder.add_map(name, _json_entries(typ, value, twice))
                 except (KeyError, TypeError, ValueError, AttributeError):
                     raise DumpError(f"unexpected shape of map {name} in a {typ} record",
                                     line=n) from None
-        elif typ == "time" and isinstance(data, str) and STATUS_RE.match(data):
-            builder.discard()
-        elif typ == "time" and isinstance(data, str) and _MARK_RE.match(data):
-            builder.mark(data.split()[1])
         elif typ == "time" and isinstance(data, str):
-            builder.time(data.strip())
+            _json_time(builder, data)
         elif typ == "lost_events":
             lost += int(rec.get("count", (data or {}).get("events", 0)))
         elif typ == "helper_error" and "Map full" in str(rec.get("msg", "")):
@@ -553,9 +601,8 @@ def _parse_json(text: str) -> Dump:
     if era == ">=0.24":
         notes.append("bpftrace >= 0.24 strips spaces from JSON map keys: "
                      "comms that held spaces are shown without them")
-    return Dump(tuple(builder.snapshots), "json", recognised=bool(records), notes=tuple(notes),
-                cut=cut, map_full=map_full,
-                lost_events=lost, era=era)
+    return Dump(tuple(builder.snapshots), "json", recognised=bool(found.records),
+                notes=tuple(notes), cut=found.cut, map_full=map_full, lost_events=lost, era=era)
 
 
 def _json_entries(typ: str, value: object, twice: bool) -> list[Entry]:
@@ -583,8 +630,6 @@ class ProcessHist:
     @property
     def writes(self) -> int:
         return sum(b.count for b in self.buckets)
-
-
 
 
 def pick_map(snapshots: Iterable[Snapshot], name: str | None = None) -> str:

@@ -1,40 +1,141 @@
-"""Cheap facts about this host that decide which probe can work (reads /sys).
+"""Every fact about this host and its bpftrace, gathered once (the edge).
 
-Nothing here runs bpftrace; each fact is a file that exists or not.  The
-decision itself is pure: :func:`tcpwdist.program.plan_probes`.
+The kernel's facts are files that exist, or not, under /sys; the
+bpftrace's are its ``--version`` and, only when the probe decision needs
+it, its ``--info``.  Nothing here decides anything: the decision is
+:func:`tcpwdist.program.plan`, a pure function of these facts.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
+import subprocess
 from dataclasses import dataclass
+
+from tcpwdist.errors import BpftraceMissing, UsageError
+from tcpwdist.program import NEWEST, Version, parse_version, wants_info
 
 TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 TRACEPOINT = "events/sock/sock_send_length"
+INSTALL_HINT = "install bpftrace (apt-get install bpftrace) or name one with --bpftrace PATH"
+# A cold start of bpftrace (a loaded host, an emulated guest) was seen to
+# take 10-17 s just to print its version.
+VERSION_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """The kernel's facts; the defaults describe one that has everything."""
+
+    release: str = ""
+    tracefs: str | None = "/sys/kernel/tracing"  # where tracefs is mounted, if it is
+    kprobes: bool | None = True  # None: cannot tell (tracefs not mounted, no PMU)
+    tracepoint: bool | None = True  # sock:sock_send_length exists (None: cannot tell)
+    btf: bool = True  # /sys/kernel/btf/vmlinux: fentry and the raw tracepoint need it
+    # tracefs's available_filter_functions can be read: bpftrace 0.24+
+    # resolves fentry and raw tracepoint attach points through it.
+    traceable: bool | None = True
+
+
+@dataclass(frozen=True)
+class Bpftrace:
+    path: str = "bpftrace"
+    version: Version = NEWEST
+    text: str = "bpftrace (version unknown)"  # what --version printed
+    fentry: bool | None = None  # --info's kfunc/fentry line (None: not asked, or not told)
 
 
 @dataclass(frozen=True)
 class Facts:
-    tracefs: str | None  # where tracefs is mounted, if it is
-    kprobes: bool | None  # None: cannot tell (tracefs not mounted, no PMU)
-    tracepoint: bool | None  # sock:sock_send_length exists (None: cannot tell)
-    btf: bool  # /sys/kernel/btf/vmlinux, needed by fentry
+    kernel: Kernel
+    bpftrace: Bpftrace
 
 
-def gather(root: str = "/") -> Facts:
+def kernel(root: str = "/") -> Kernel:
     def path(p: str) -> str:
         return os.path.join(root, p.lstrip("/"))
 
     tracefs = next((d for d in TRACEFS_DIRS if os.path.isdir(path(d + "/events"))), None)
-    kprobe_pmu = os.path.exists(path("/sys/bus/event_source/devices/kprobe"))
-    if kprobe_pmu:
-        kprobes: bool | None = True
+    kprobes: bool | None
+    if os.path.exists(path("/sys/bus/event_source/devices/kprobe")):
+        kprobes = True
     elif tracefs is not None:
         kprobes = os.path.exists(path(tracefs + "/kprobe_events"))
     else:
         kprobes = None
     tracepoint = os.path.isdir(path(f"{tracefs}/{TRACEPOINT}")) if tracefs else None
-    return Facts(tracefs, kprobes, tracepoint, os.path.exists(path("/sys/kernel/btf/vmlinux")))
+    return Kernel(os.uname().release, tracefs, kprobes, tracepoint,
+                  os.path.exists(path("/sys/kernel/btf/vmlinux")),
+                  _readable(path(f"{tracefs}/available_filter_functions")) if tracefs else None)
+
+
+def _readable(path: str) -> bool | None:
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+        return True
+    except OSError as exc:
+        # Locked down (EPERM even for root) or absent: a fact.  Anything
+        # else (not root yet, say): cannot tell.
+        return False if exc.errno in (errno.EPERM, errno.ENOENT) else None
+
+
+def _run(bpftrace: str, flag: str, timeout: float) -> subprocess.CompletedProcess[bytes]:
+    # One-shot queries need no pty: a plain pipe, bounded in time.
+    return subprocess.run([bpftrace, flag], stdin=subprocess.DEVNULL, capture_output=True,
+                          timeout=timeout, check=False)
+
+
+def version_text(bpftrace: str, timeout: float = VERSION_TIMEOUT) -> str:
+    """``bpftrace --version``'s output; BpftraceMissing if it cannot run."""
+    try:
+        done = _run(bpftrace, "--version", timeout)
+    except FileNotFoundError:
+        raise BpftraceMissing(f"{bpftrace} not found", hint=INSTALL_HINT) from None
+    except PermissionError:
+        raise BpftraceMissing(f"{bpftrace} is not executable", hint=INSTALL_HINT) from None
+    except subprocess.TimeoutExpired:
+        raise BpftraceMissing(f"{bpftrace} --version did not answer within {timeout:g} s",
+                              hint="is the host overloaded? try again") from None
+    except OSError as exc:
+        raise BpftraceMissing(f"cannot run {bpftrace}: {exc.strerror}", hint=INSTALL_HINT) \
+            from None
+    text = (done.stdout + done.stderr).decode("utf-8", "replace").strip()
+    if done.returncode != 0 or "bpftrace" not in text.lower():
+        raise BpftraceMissing(f"{bpftrace} --version failed: {text[:200]!r}", hint=INSTALL_HINT)
+    return text
+
+
+def fentry_from_info(info: str) -> bool | None:
+    """--info's kfunc/fentry line: one "name: yes|no" per line up to 0.22,
+    several per line in 0.23, none from 0.24 (None: not told)."""
+    m = re.search(r"\b(?:kfunc|fentry):\s*(yes|no)\b", info)
+    return None if m is None else m.group(1) == "yes"
+
+
+def info_text(bpftrace: str, timeout: float = VERSION_TIMEOUT) -> str:
+    """``bpftrace --info`` (root only); '' if it fails."""
+    try:
+        done = _run(bpftrace, "--info", timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    # 0.17 prints --info on stderr; later versions on stdout.
+    return (done.stdout + done.stderr).decode("utf-8", "replace") if done.returncode == 0 else ""
+
+
+def gather(bpftrace: str, requested: str = "auto") -> Facts:
+    """The facts that plan ``requested`` (a probe or auto): --info is run
+    only when the decision needs it (program.wants_info)."""
+    k = kernel()
+    text = version_text(bpftrace)
+    version = parse_version(text)
+    if version is None:
+        raise BpftraceMissing(f"cannot tell the version of {bpftrace} from {text[:80]!r}",
+                              hint=INSTALL_HINT)
+    fentry = fentry_from_info(info_text(bpftrace)) if wants_info(requested, k, version) else None
+    return Facts(k, Bpftrace(bpftrace, version, text, fentry))
 
 
 def cgroup2_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
@@ -51,14 +152,17 @@ def cgroup2_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
     return mounts
 
 
-def check_cgroup(path: str) -> str | None:
-    """None if ``path`` is a cgroup v2 directory, else what is wrong with it."""
+def check_cgroup(path: str) -> None:
+    """UsageError unless ``path`` is a cgroup v2 directory."""
     real = os.path.realpath(path)
     mounts = cgroup2_mounts()
+    problem = None
     if not mounts:
-        return "this host has no cgroup v2 filesystem mounted"
-    if not any(real == m or real.startswith(m.rstrip("/") + "/") for m in mounts):
-        return f"{path} is not under a cgroup v2 mount ({', '.join(mounts)})"
-    if not os.path.isdir(real):
-        return f"{path} is not a directory"
-    return None
+        problem = "this host has no cgroup v2 filesystem mounted"
+    elif not any(real == m or real.startswith(m.rstrip("/") + "/") for m in mounts):
+        problem = f"{path} is not under a cgroup v2 mount ({', '.join(mounts)})"
+    elif not os.path.isdir(real):
+        problem = f"{path} is not a directory"
+    if problem:
+        raise UsageError(f"--cgroup: {problem}",
+                         hint="give a cgroup v2 directory, e.g. /sys/fs/cgroup/system.slice")

@@ -18,10 +18,11 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tcpwdist.errors import UsageError
+from tcpwdist import marks
+from tcpwdist.errors import AttachTimeout, BpftraceFailed, NoProbe, TcpwdistError, UsageError
 
 if TYPE_CHECKING:
-    from tcpwdist.host import Facts
+    from tcpwdist.host import Bpftrace, Kernel
 
 Version = tuple[int, int, int]
 
@@ -73,8 +74,6 @@ HEADER = """\
 """
 
 NEWEST: Version = (99, 0, 0)
-STATUS_MARK = "tcpwdist-status"  # the line that ends a status print(@)
-INTERVAL_MARK = "tcpwdist-interval"  # the line that ends an interval's print(@)
 
 # bpftrace's comm is 16 bytes with the NUL: a longer name can never match.
 COMM_MAX = 15
@@ -91,7 +90,7 @@ class ProgramOptions:
     cgroup: str | None = None  # cgroup v2 directory
     interval: float | None = None  # seconds between print(@)s
     bytes: bool = False  # also sum the bytes: @bytes[pid, comm] = sum(size)
-    status: bool = False  # print(@) once a second for the live status line
+    progress: bool = False  # print(@) once a second for the live progress line
 
 
 def parse_version(text: str) -> Version | None:
@@ -115,7 +114,8 @@ def validate_comm(value: str) -> str:
     if len(raw) > COMM_MAX:
         raise UsageError(
             f"command name {value!r} is {len(raw)} bytes; the kernel keeps {COMM_MAX}",
-            hint=f"use its first {COMM_MAX} bytes: -c {raw[:COMM_MAX].decode('utf-8', 'replace')!r}")
+            hint=f"use its first {COMM_MAX} bytes: "
+                 f"-c {raw[:COMM_MAX].decode('utf-8', 'replace')!r}")
     if any(b < 0x20 or b == 0x7F for b in raw):
         raise UsageError(f"command name {value!r} holds control characters",
                          hint="control characters cannot be matched from the command line")
@@ -188,6 +188,20 @@ def _any_of(terms: list[str]) -> str:
     return terms[0] if len(terms) == 1 else "(" + " || ".join(terms) + ")"
 
 
+def validate(opts: ProgramOptions) -> None:
+    """UsageError for any value that may not reach the program text."""
+    for pid in opts.pids:
+        validate_pid(pid)
+    for comm in opts.comms:
+        validate_comm(comm)
+    for port in opts.ports:
+        validate_port(port)
+    if opts.cgroup is not None:
+        validate_path(opts.cgroup)
+    if opts.interval is not None:
+        validate_interval(opts.interval)
+
+
 def generate(opts: ProgramOptions = ProgramOptions()) -> str:
     """The full program text (header comment included) for ``opts``.
 
@@ -210,17 +224,17 @@ def generate(opts: ProgramOptions = ProgramOptions()) -> str:
     # (a second map update per write: see BENCHMARKS.md for its cost).
     extra = f" @bytes[pid, comm] = sum({probe.size});" if opts.bytes else ""
     text = (f"{HEADER}{probe.point}{predicate} {{ @[pid, comm] = hist({probe.size});{extra} }}\n")
-    if opts.status and opts.interval is None:
-        # The status line's numbers: the map, once a second, not cleared.
-        # Nothing runs per write; the marker tells the reader to drop it.
-        text += f'interval:s:1 {{ print(@); time("{STATUS_MARK} %H:%M:%S\\n"); }}\n'
+    if opts.progress and opts.interval is None:
+        # The progress line's numbers: the map, once a second, not cleared.
+        # Nothing runs per write; the mark tells the reader what it was.
+        text += f'interval:s:1 {{ print(@); time("{marks.time_format(marks.PROGRESS)}"); }}\n'
     if opts.interval is not None:
         ms = round(validate_interval(opts.interval) * 1000)
         every = f"s:{ms // 1000}" if ms % 1000 == 0 else f"ms:{ms}"
         # time() after print(@): its line closes each interval's dump.
         also = " print(@bytes); clear(@bytes);" if opts.bytes else ""
         text += (f'interval:{every} {{ print(@); clear(@);{also} '
-                 f'time("{INTERVAL_MARK} %H:%M:%S\\n"); }}\n')
+                 f'time("{marks.time_format(marks.INTERVAL)}"); }}\n')
     return text
 
 
@@ -232,48 +246,94 @@ def environment(version: Version, max_keys: int) -> dict[str, str]:
 
 
 MOUNT_TRACEFS = "mount -t tracefs nodev /sys/kernel/tracing"
+TRACEABLE_SINCE = (0, 24, 0)  # fentry and raw tracepoints resolved through tracefs
+TRACEPOINT_BTF_SINCE = (0, 25, 0)  # tracepoint args need BTF
 
 
-def plan_probes(requested: str, facts: Facts, fentry_supported: bool | None,
-                version: Version = NEWEST) -> tuple[list[str], list[str]]:
-    """Which probes to try, in order, and why the others were left out.
+@dataclass(frozen=True)
+class Plan:
+    """The probes to try, in order, and those the facts ruled out, with why."""
 
-    ``requested`` is "auto" or one probe; an explicit probe is always
-    tried (bpftrace's own error is the best explanation), auto skips the
-    probes the host's facts rule out.
-    """
+    probes: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...] = ()
+
+
+def wants_info(requested: str, kernel: Kernel, version: Version) -> bool:
+    """Is ``bpftrace --info`` worth a bpftrace start?  Only when auto would
+    otherwise try fentry on a guess: no kprobes, BTF present, and a
+    bpftrace whose --info still tells (before 0.24)."""
+    return (requested == "auto" and kernel.kprobes is False and kernel.btf
+            and version < TRACEABLE_SINCE)
+
+
+_NO_AFL = "tracefs's available_filter_functions cannot be read"
+
+
+def _kprobe_out(k: Kernel, b: Bpftrace) -> str | None:
+    if k.kprobes is False:
+        return "this kernel has no kprobes (no kprobe PMU, no kprobe_events in tracefs)"
+    return None
+
+
+def _btf_out(probe: str, k: Kernel, b: Bpftrace) -> str | None:
+    """fentry and the raw tracepoint: BTF, and from 0.24 a tracefs that lists
+    the traceable functions."""
+    if not k.btf:
+        return "no kernel BTF (/sys/kernel/btf/vmlinux)"
+    if b.version >= TRACEABLE_SINCE and k.traceable is False:
+        return f"{_NO_AFL}, and bpftrace 0.24+ needs it to attach {probe}"
+    return None
+
+
+def _fentry_out(k: Kernel, b: Bpftrace) -> str | None:
+    if b.fentry is False:
+        return "bpftrace --info reports no kfunc/fentry support on this kernel"
+    return _btf_out("fentry", k, b)
+
+
+def _rawtracepoint_out(k: Kernel, b: Bpftrace) -> str | None:
+    if b.version < RAWTRACEPOINT_SINCE:
+        return "needs bpftrace 0.21 or later"
+    return _btf_out("rawtracepoint", k, b) or _tracepoint_missing(k)
+
+
+def _tracepoint_missing(k: Kernel) -> str | None:
+    if k.tracepoint is False:
+        return "this kernel has no sock:sock_send_length tracepoint (it came in 6.3)"
+    return None
+
+
+def _tracepoint_out(k: Kernel, b: Bpftrace) -> str | None:
+    if k.tracefs is None:
+        return f"tracefs is not mounted (fix: {MOUNT_TRACEFS})"
+    if b.version >= TRACEPOINT_BTF_SINCE and not k.btf:
+        return "no kernel BTF, which bpftrace 0.25+ needs for tracepoint arguments"
+    return _tracepoint_missing(k)
+
+
+#: Why the facts rule a probe out (None: it may work), one check per probe.
+_RULED_OUT = {"kprobe": _kprobe_out, "fentry": _fentry_out,
+              "rawtracepoint": _rawtracepoint_out, "tracepoint": _tracepoint_out}
+
+
+def plan(requested: str, kernel: Kernel, bpftrace: Bpftrace) -> Plan:
+    """Which probes to try.  An explicit probe is always tried (bpftrace's
+    own error is the best explanation); auto skips what the facts rule out."""
     if requested != "auto":
         if requested not in PROBES:
             raise UsageError(f"unknown probe {requested!r}",
                              hint="choose auto or one of " + ", ".join(PROBES))
-        return [requested], []
-    tried: list[str] = []
-    skipped: list[str] = []
-    if facts.kprobes is False:
-        skipped.append("kprobe: this kernel has no kprobes (no kprobe PMU, "
-                       "no kprobe_events in tracefs)")
-    else:
-        tried.append("kprobe")
-    if not facts.btf:
-        skipped.append("fentry: no kernel BTF (/sys/kernel/btf/vmlinux)")
-    elif fentry_supported is False:
-        skipped.append("fentry: bpftrace --info reports no kfunc/fentry support on this kernel")
-    else:
-        tried.append("fentry")
-    # The raw tracepoint skips the perf-event path of the classic one: it
-    # measured 1.4-2.3x the write rate with the same program (BENCHMARKS.md).
-    if version < RAWTRACEPOINT_SINCE:
-        skipped.append("rawtracepoint: needs bpftrace 0.21 or later")
-    elif not facts.btf:
-        skipped.append("rawtracepoint: no kernel BTF (/sys/kernel/btf/vmlinux)")
-    elif facts.tracepoint is False:
-        skipped.append("rawtracepoint: this kernel has no sock_send_length tracepoint")
-    else:
-        tried.append("rawtracepoint")
-    if facts.tracefs is None:
-        skipped.append(f"tracepoint: tracefs is not mounted (fix: {MOUNT_TRACEFS})")
-    elif facts.tracepoint is False:
-        skipped.append("tracepoint: this kernel has no sock:sock_send_length tracepoint")
-    else:
-        tried.append("tracepoint")
-    return tried, skipped
+        return Plan((requested,))
+    why = {p: _RULED_OUT[p](kernel, bpftrace) for p in PROBES}
+    return Plan(tuple(p for p in PROBES if why[p] is None),
+                tuple((p, w) for p, w in why.items() if w is not None))
+
+
+def falls_back(requested: str, error: TcpwdistError) -> bool:
+    """May the next probe be tried after ``error`` starting this one?  A
+    probe that cannot attach, always; any other failure to start, with
+    auto (a newer bpftrace may reject one spelling); never after a hang."""
+    if isinstance(error, AttachTimeout):
+        return False
+    return isinstance(error, NoProbe) or (requested == "auto"
+                                          and isinstance(error, BpftraceFailed))

@@ -25,13 +25,17 @@ cursor or recolour the screen.  JSON and CSV keep comms exact (JSON's
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
+import re
 import unicodedata
 from dataclasses import dataclass, replace
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
+from tcpwdist import dump
 from tcpwdist.dump import Bucket, ProcessHist, format_label
+from tcpwdist.errors import DumpError
 
 FORMATS = ("dist", "table", "csv", "json")
 SORTS = ("writes", "bytes", "pid", "comm")
@@ -345,6 +349,147 @@ def rows_from_json(doc: dict) -> list[Row]:
         rows.append(Row(hist, None if cmd is None or cmd == p.get("comm") else cmd.encode(),
                         p.get("host") or doc.get("host"), p.get("bytes"), p.get("members", 1)))
     return rows
+
+
+# --------------------------------------------------------------------------
+# From a parsed dump to rows, and what the dump says besides.
+
+
+def rows_of(snap: dump.Snapshot, name: str, host: str | None = None) -> list[Row]:
+    """The rows of map ``name`` in one snapshot, each with its total bytes
+    when the program also summed them (``@bytes[pid, comm] = sum(size)``)."""
+    totals: dict[tuple[int, bytes], int] = {}
+    sums = snap.get("@bytes")
+    if sums is not None:
+        for e in sums.entries:
+            pc = dump.pid_comm(e.key, sums.sep)
+            if pc is not None and isinstance(e, dump.ValueEntry) and e.value.lstrip("-").isdigit():
+                totals[pc] = int(e.value)
+    return [Row(h, None, host, totals.get((h.pid, h.comm)) if h.pid is not None else None)
+            for h in dump.processes(snap, name)]
+
+
+def map_full_warning(max_keys: int | None) -> str:
+    return ("warning: bpftrace's map was full: writes of new (pid, comm, size) combinations "
+            f"were not counted; raise --max-keys (now {max_keys or 'the default'})")
+
+
+def dump_notes(parsed: dump.Dump, name: str, max_keys: int | None = None) -> list[str]:
+    """What the user must hear about a dump, each "note: ..." or
+    "warning: ...".  bpftrace 0.23+ says "Map full"; older versions drop
+    updates in silence, so a map holding as many (key, bucket) entries as
+    its limit (``max_keys``, known when tcpwdist ran it) is taken as full."""
+    said = [f"note: {n}" for n in parsed.notes]
+    if parsed.lost_events:
+        said.append(f"warning: bpftrace lost {parsed.lost_events} events")
+    full = parsed.map_full
+    if max_keys is not None and not full:
+        used = max((sum(1 for h in dump.processes(s, name) for b in h.buckets if b.count)
+                    for s in parsed.snapshots), default=0)
+        full = used >= max_keys
+    if full:
+        said.append(map_full_warning(max_keys))
+    return said
+
+
+# --------------------------------------------------------------------------
+# A series of reports.
+
+
+@dataclass(frozen=True)
+class Options:
+    """How reports look: the report options of the command line."""
+
+    fmt: str = "dist"
+    sort: str = "writes"
+    top: int | None = None
+    group_by: str = "pid"
+    timestamp: bool = False  # -T: the time on every line where it fits
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What a JSON report says about how it was made (report.schema.json)."""
+
+    source: str | None = None  # "live", a file read with -r, or "stdin"
+    sources: tuple[str, ...] | None = None  # the -r inputs merged
+    host: str | None = None
+    kernel: str | None = None
+    bpftrace: str | None = None
+    probe: str | None = None
+    start: str | None = None
+    duration: float | None = None  # seconds the report covers
+
+    def merged(self, other: Meta) -> Meta:
+        """This meta with the fields ``other`` has."""
+        return replace(self, **{k: v for k, v in dataclasses.asdict(other).items()
+                                if v is not None})
+
+    def fields(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+META_FIELDS = tuple(f.name for f in dataclasses.fields(Meta))
+
+
+class Series:
+    """The reports of one run, or one -r, in order: numbering, interval
+    headings, the empty report, the CSV header once.  Pure: each call
+    returns the next report's text."""
+
+    def __init__(self, options: Options, meta: Meta = Meta(), numbered: bool = False) -> None:
+        self.options = options
+        self.meta = meta
+        self.numbered = numbered  # a series of intervals, not one report
+        self.count = 0  # reports made so far
+
+    def next(self, rows: Iterable[Row], stamp: str | None = None, meta: Meta = Meta()) -> str:
+        """The next report of ``rows``; ``stamp`` is the time its period ended."""
+        self.count += 1
+        o = self.options
+        ordered = order(group(rows, o.group_by), o.sort, o.top)
+        doc: dict[str, Any] = self.meta.merged(meta).fields()
+        if stamp:
+            doc["time"] = stamp
+        if self.numbered:
+            doc["interval"] = self.count
+        if o.group_by != "pid":
+            doc["group_by"] = o.group_by
+        text = ""
+        if self.numbered and o.fmt in ("dist", "table"):
+            text += ("\n" if self.count > 1 else "") + f"{stamp or f'interval {self.count}'}\n"
+        if not ordered and o.fmt in ("dist", "table"):
+            return text + "(no TCP writes traced)\n"
+        return text + render(o.fmt, ordered, doc, stamp if o.timestamp else None,
+                             header=self.count == 1)
+
+
+# --------------------------------------------------------------------------
+# tcpwdist's own JSON, read back (-r of a report, merging hosts).
+
+OWN_JSON_RE = re.compile(rb'^\s*\{"tcpwdist":')
+
+
+def is_own_json(data: bytes) -> bool:
+    return OWN_JSON_RE.match(data) is not None
+
+
+def read_own_json(data: bytes, source: str) -> list[tuple[Meta, list[Row], str | None]]:
+    """(meta, rows, time) of each document, one per line."""
+    reports = []
+    for n, line in enumerate(data.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+            rows = rows_from_json(doc)
+            meta = Meta(**{k: doc[k] for k in ("host", "kernel", "bpftrace", "probe", "start",
+                                               "duration") if k in doc})
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise DumpError(f"{source}: not a tcpwdist JSON document", line=n) from None
+        reports.append((meta, rows, doc.get("time")))
+    return reports
 
 
 # --------------------------------------------------------------------------

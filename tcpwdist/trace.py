@@ -16,15 +16,16 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import time
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
 import pexpect
 
+from tcpwdist import marks
 from tcpwdist.errors import (AttachTimeout, BpftraceFailed, BpftraceMissing, InterruptedEarly,
                              NoProbe, PermissionDenied)
+from tcpwdist.host import INSTALL_HINT
 
 # What bpftrace prints once its probes are attached, in every version:
 # "Attached N probes" (0.24+, after attaching), the test hook's word
@@ -41,7 +42,8 @@ _ATTACH_FAILED_RE = re.compile(
     rb"could not read traceable functions|Invalid probe type|"
     rb"[Tt]racepoint not found|[Pp]robe does not exist|No probes to attach|"
     rb"does not support|kfunc.*not supported|fentry.*not supported|"
-    rb"Could not resolve|Can not access field|Unknown struct|BTF is required")
+    rb"Could not resolve|Can not access field|Unknown struct|BTF is required|"
+    rb"No matches for|Probe has no valid attach points")
 _PERMISSION_RE = re.compile(
     rb"only supports running as the root user|Operation not permitted|Permission denied")
 
@@ -65,9 +67,29 @@ class Outcome:
     aborted: bool = False  # the user asked us to stop waiting for the dump
 
 
+# A diagnostic with a source location ("stdin:1:1-19: ERROR: ...") is
+# followed by the program's source line and a ~~~ underline: the reason
+# is on the first line, the rest only quotes the program.
+_LOCATED_RE = re.compile(r"^\S+:\d+:\d+(?:-\d+)?: ")
+# Printed by bpftrace 0.17-0.27 on hosts where it then runs normally.
+_HARMLESS = ("RLIMIT_MEMLOCK",)
+
+
 def tail(output: bytes, lines: int = 4) -> tuple[str, ...]:
+    """The last lines bpftrace said, without echoes, source quotes and
+    harmless warnings: what explains a failure."""
     text = output.replace(b"\r\n", b"\n").decode("utf-8", "replace")
-    kept = [ln.strip() for ln in text.splitlines() if ln.strip() and ln.strip() != "^C"]
+    kept: list[str] = []
+    quote_follows = False
+    for line in text.splitlines():
+        s = line.strip()
+        if not s or s == "^C" or set(s) == {"~"} or any(h in s for h in _HARMLESS):
+            continue
+        if quote_follows:
+            quote_follows = False
+            continue
+        quote_follows = bool(_LOCATED_RE.match(s))
+        kept.append(s)
     return tuple(kept[-lines:])
 
 
@@ -89,7 +111,8 @@ class Session:
         self.timeouts = timeouts
         self.stop_requested = stop_requested
         self.abort_requested = abort_requested
-        self.buffer = bytearray()  # what bpftrace printed and no feed consumed yet
+        self._buffer = bytearray()  # what bpftrace printed and no feed took yet
+        self._scanned: dict[str, int] = {}  # how far take_through looked, per mark
         self.eof = False
         self.escalations: list[str] = []  # what it took to stop bpftrace
         self.aborted = False  # the user asked us to stop waiting for the dump
@@ -109,14 +132,22 @@ class Session:
 
     @property
     def output(self) -> bytes:
-        return bytes(self.buffer)
+        """What bpftrace printed that was not taken yet."""
+        return bytes(self._buffer)
 
-    def consume(self, upto: int) -> bytes:
-        """Take the output before ``upto`` off the buffer and return it: a
-        feed has dealt with it, so a long run's memory stays flat (the -w
-        file, written as output arrives, keeps everything)."""
-        taken = bytes(self.buffer[:upto])
-        del self.buffer[:upto]
+    def take_through(self, kind: str) -> bytes | None:
+        """The output up to and including the last complete ``kind`` mark
+        line (marks.py), taken off the buffer; None if none arrived.  A
+        feed deals with what it takes, so a long run's memory stays flat
+        (-w's file, written as output arrives, keeps everything)."""
+        end = marks.last_end(self._buffer, kind, self._scanned.get(kind, 0))
+        if end is None:
+            # Next time look again only where a mark may still complete.
+            self._scanned[kind] = max(0, len(self._buffer) - 64)
+            return None
+        taken = bytes(self._buffer[:end])
+        del self._buffer[:end]
+        self._scanned.clear()
         return taken
 
     def _read(self, timeout: float) -> bytes:
@@ -130,7 +161,7 @@ class Session:
         except pexpect.EOF:
             self.eof = True
             return b""
-        self.buffer += data
+        self._buffer += data
         return data
 
     # -- phases ----------------------------------------------------------
@@ -263,36 +294,3 @@ class Session:
         # Whatever happened, no bpftrace is left running.
         if self.child.isalive():
             self.kill()
-
-
-INSTALL_HINT = "install bpftrace (apt-get install bpftrace) or name one with --bpftrace PATH"
-
-
-def _run_once(bpftrace: str, flag: str, timeout: float) -> subprocess.CompletedProcess:
-    # One-shot queries need no pty: a plain pipe, bounded in time.
-    return subprocess.run([bpftrace, flag], stdin=subprocess.DEVNULL, capture_output=True,
-                          timeout=timeout, check=False)
-
-
-def bpftrace_version(bpftrace: str, timeout: float = 10.0) -> str:
-    """``bpftrace --version``'s output; raise BpftraceMissing if it can't run."""
-    try:
-        done = _run_once(bpftrace, "--version", timeout)
-    except FileNotFoundError:
-        raise BpftraceMissing(f"{bpftrace} not found", hint=INSTALL_HINT) from None
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise BpftraceMissing(f"cannot run {bpftrace}: {exc}", hint=INSTALL_HINT) from None
-    text = (done.stdout + done.stderr).decode("utf-8", "replace").strip()
-    if done.returncode != 0 or "bpftrace" not in text.lower():
-        raise BpftraceMissing(f"{bpftrace} --version failed: {text[:200]!r}", hint=INSTALL_HINT)
-    return text
-
-
-def bpftrace_info(bpftrace: str, timeout: float = 20.0) -> str:
-    """``bpftrace --info`` (root only); '' if it fails."""
-    try:
-        done = _run_once(bpftrace, "--info", timeout)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    # 0.17 prints --info on stderr; later versions on stdout.
-    return (done.stdout + done.stderr).decode("utf-8", "replace") if done.returncode == 0 else ""

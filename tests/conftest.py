@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
+import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterable
+
+import pytest
 
 from procguard import no_process_left_behind, subreaper  # noqa: F401 (autouse fixtures)
 
@@ -30,3 +36,65 @@ def expected_buckets(truth: dict) -> dict[tuple[int, bytes], dict[int, int]]:
 
 def capture_id(p: Path) -> str:
     return f"{p.parent.name}/{p.name}"
+
+
+# --------------------------------------------------------------------------
+# Running tcpwdist, and reading what it reported.
+
+
+@dataclass
+class Run:
+    """What one tcpwdist run printed, and its exit code."""
+
+    code: int
+    out: str
+    err: str
+
+    @property
+    def docs(self) -> list[dict]:
+        """The JSON documents of stdout (-o json: one per line)."""
+        return [json.loads(line) for line in self.out.splitlines() if line.strip()]
+
+    def errors(self) -> list[str]:
+        return [ln for ln in self.err.splitlines() if ln.startswith("tcpwdist: error: ")]
+
+
+@pytest.fixture
+def tcpwdist(capsys, monkeypatch) -> Callable[..., Run]:
+    """tcpwdist in this process: ``cli.main(argv)`` with stdout and stderr
+    captured, an optional stdin, extra environment, and the root check
+    answered as asked (the fake bpftrace needs no root)."""
+    from tcpwdist import cli, live
+
+    def run(*argv: str, stdin: bytes | None = None, env: dict[str, str] | None = None,
+            root: bool = True) -> Run:
+        monkeypatch.setattr(live, "is_root", lambda: root)
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        if stdin is not None:
+            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+        capsys.readouterr()
+        code = cli.main(list(argv))
+        out, err = capsys.readouterr()
+        return Run(code, out, err)
+
+    return run
+
+
+Buckets = dict[tuple[int, bytes], dict[int, int]]
+
+
+def buckets(docs: Iterable[dict], comm: str | None = None) -> Buckets:
+    """{(pid, comm bytes): {bucket value: count}} of tcpwdist JSON reports,
+    non-zero buckets only, summed over the documents (intervals, hosts);
+    only processes whose comm is ``comm``, if given."""
+    out: Buckets = {}
+    for doc in docs:
+        for p in doc["processes"]:
+            if comm is not None and p["comm"] != comm:
+                continue
+            per = out.setdefault((p["pid"], bytes.fromhex(p["comm_hex"])), {})
+            for b in p["buckets"]:
+                if b["count"]:
+                    per[b["value"]] = per.get(b["value"], 0) + b["count"]
+    return out

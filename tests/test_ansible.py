@@ -14,19 +14,19 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from test_live import Workload, _skip_reason
+from livekit import Workload, require_live
 
 PLAYBOOK = ROOT / "examples" / "fleet.yml"
 
 pytestmark = [
     pytest.mark.live,
-    pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or ""),
     pytest.mark.skipif(shutil.which("ansible-playbook") is None,
                        reason="ansible-playbook not installed (pip install ansible-core)"),
 ]
 
 
 def test_playbook_merges_exact_counts(tmp_path):
+    require_live()
     w = Workload(tmp_path, "1000x23,1x7")
     raw = tmp_path / "raw.txt"
     outdir = tmp_path / "reports"

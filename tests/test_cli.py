@@ -13,56 +13,38 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CAPTURES, ROOT, capture_id, expected_buckets, truth_for
+from conftest import CAPTURES, ROOT, Run, buckets, capture_id, expected_buckets, truth_for
 from tcpwdist import cli, host
 from tcpwdist.errors import ExitCode
 
 FAKE = str(Path(__file__).parent / "fake" / "bpftrace")
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="tracing (even with the fake "
-                                "bpftrace) checks for root; run the tests as root")
 
 
-def tcpwdist(*args: str, env: dict | None = None, input: bytes | None = None,
-             timeout: float = 60) -> subprocess.CompletedProcess:
-    full = dict(os.environ)
-    full.update(env or {})
-    return subprocess.run([sys.executable, "-m", "tcpwdist", *args], capture_output=True,
-                          input=input, env=full, cwd=ROOT, timeout=timeout)
-
-
-def assert_one_error_line(done: subprocess.CompletedProcess, code: ExitCode, *words: str):
-    err = done.stderr.decode()
-    assert done.returncode == code, err
-    errors = [ln for ln in err.splitlines() if ln.startswith("tcpwdist: error: ")]
-    assert len(errors) == 1, err
-    assert "Traceback" not in err
+def assert_one_error_line(done: Run, code: ExitCode, *words: str) -> None:
+    assert done.code == code, done.err
+    assert len(done.errors()) == 1, done.err
+    assert "Traceback" not in done.err
     for w in words:
-        assert w in errors[0], errors[0]
+        assert w in done.errors()[0], done.errors()[0]
 
 
 @pytest.mark.parametrize("capture", CAPTURES, ids=capture_id)
-def test_every_capture_reports_its_truth_as_json(capture):
+def test_every_capture_reports_its_truth_as_json(tcpwdist, capture):
     done = tcpwdist("-r", str(capture), "-o", "json")
-    assert done.returncode == 0, done.stderr
-    got: dict = {}
-    for line in done.stdout.decode().splitlines():  # one document per interval
-        for p in json.loads(line)["processes"]:
-            per = got.setdefault((p["pid"], bytes.fromhex(p["comm_hex"])), {})
-            for b in p["buckets"]:
-                if b["count"]:
-                    per[b["value"]] = per.get(b["value"], 0) + b["count"]
+    assert done.code == 0, done.err
     want = expected_buckets(truth_for(capture))
+    got = buckets(done.docs)  # summed over intervals
     assert {k: got.get(k) for k in want} == want
 
 
-def test_stdin_and_file_give_the_same_report():
+def test_stdin_and_file_give_the_same_report(tcpwdist):
     capture = next(c for c in CAPTURES if c.name == "basic.pty.txt")
     by_file = tcpwdist("-r", str(capture))
-    by_stdin = tcpwdist("-r", "-", input=capture.read_bytes())
-    assert by_file.stdout == by_stdin.stdout and by_file.stdout.count(b" PID: ") == 4
+    by_stdin = tcpwdist("-r", "-", stdin=capture.read_bytes())
+    assert by_file.out == by_stdin.out and by_file.out.count(" PID: ") == 4
 
 
-def test_errors_are_one_line_with_exit_codes(tmp_path):
+def test_errors_are_one_line_with_exit_codes(tcpwdist, tmp_path):
     assert_one_error_line(tcpwdist("-r", str(tmp_path / "nope")), ExitCode.BAD_DUMP,
                           "cannot read", "No such file")
     (tmp_path / "garbage").write_bytes(b"Attaching 1 probe...\n\n\nhello \x1b[31m\n")
@@ -76,31 +58,40 @@ def test_errors_are_one_line_with_exit_codes(tmp_path):
     assert_one_error_line(tcpwdist("--bpftrace", "/nonexistent/bpftrace", "-d", "1"),
                           ExitCode.NO_BPFTRACE, "not found", "apt-get install bpftrace")
     assert_one_error_line(tcpwdist("-p", "0", "--program"), ExitCode.USAGE, "PID 0")
+    assert_one_error_line(tcpwdist("-d", "1", root=False), ExitCode.PERMISSION, "needs root")
 
 
-def test_usage_errors_exit_2():
-    for argv in (["-d", "-1"], ["-o", "xml"], ["-r", "x", "--program"], ["-r", "x", "-d", "2"]):
-        done = tcpwdist(*argv)
-        assert done.returncode == ExitCode.USAGE, argv
-        assert b"Traceback" not in done.stderr
+def test_values_are_checked_before_root_is(tcpwdist):
+    assert_one_error_line(tcpwdist("-p", "0", "-d", "1", root=False), ExitCode.USAGE, "PID 0")
 
 
-def test_cut_dump_reports_what_is_complete(tmp_path):
+@pytest.mark.parametrize("argv", [["-d", "-1"], ["-o", "xml"], ["-r", "x", "--program"]])
+def test_usage_errors_exit_2(tcpwdist, argv):
+    with pytest.raises(SystemExit) as exited:  # argparse's own exit
+        tcpwdist(*argv)
+    assert exited.value.code == ExitCode.USAGE
+
+
+def test_tracing_options_with_r_exit_2(tcpwdist):
+    assert_one_error_line(tcpwdist("-r", "x", "-d", "2"), ExitCode.USAGE, "-r reads a dump")
+
+
+def test_cut_dump_reports_what_is_complete(tcpwdist, tmp_path):
     capture = next(c for c in CAPTURES if c.name == "basic.pipe.txt" and "0.17" in str(c))
     data = capture.read_bytes()
     cut = data[: data.index(b"@[23478")+300]
     (tmp_path / "cut").write_bytes(cut)
     done = tcpwdist("-r", str(tmp_path / "cut"), "-o", "json")
-    assert done.returncode == ExitCode.BAD_DUMP
-    pids = {p["pid"] for p in json.loads(done.stdout)["processes"]}
+    assert done.code == ExitCode.BAD_DUMP
+    pids = {p["pid"] for p in done.docs[0]["processes"]}
     assert 23478 not in pids and 23476 in pids
-    assert b"cut off inside @[23478, basic-repeat]" in done.stderr
+    assert "cut off inside @[23478, basic-repeat]" in done.err
 
 
-def test_empty_capture_is_an_empty_report():
+def test_empty_capture_is_an_empty_report(tcpwdist):
     capture = next(c for c in CAPTURES if c.name == "empty.pty.txt")
     done = tcpwdist("-r", str(capture), "-o", "json")
-    assert done.returncode == 0 and json.loads(done.stdout)["processes"] == []
+    assert done.code == 0 and done.docs[0]["processes"] == []
 
 
 @pytest.mark.parametrize("unbuffered", ["1", None])
@@ -117,19 +108,26 @@ def test_closed_pipe_is_quiet(unbuffered):
     assert done.stderr.decode().strip() == "rc=0", done.stderr
 
 
-def test_help_has_examples_and_exit_codes():
-    out = tcpwdist("--help").stdout.decode()
+def test_help_has_examples_and_exit_codes(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
     assert "examples:" in out and "tcpwdist -d 10" in out
     for code in ExitCode:
         assert f"  {int(code)}  " in out
 
 
-
 # Tracing flows, with the fake bpftrace -------------------------------------
+# In-process where a run ends by itself; in a subprocess where a signal or a
+# pipe is the point.  The fake needs no root: the root check is answered yes.
+
+AS_ROOT = ("import sys; from tcpwdist import cli, live; live.is_root = lambda: True; "
+           "sys.exit(cli.main())")
+
 
 def start(*args: str, **env: str) -> subprocess.Popen:
     full = dict(os.environ, **env)
-    return subprocess.Popen([sys.executable, "-m", "tcpwdist", "--bpftrace", FAKE, *args],
+    return subprocess.Popen([sys.executable, "-c", AS_ROOT, "--bpftrace", FAKE, *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full, cwd=ROOT)
 
 
@@ -140,7 +138,6 @@ def wait_for_tracing(proc: subprocess.Popen) -> None:
         assert line, "tcpwdist ended before tracing"
 
 
-@needs_root
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_signal_ends_tracing_and_prints_the_report(sig):
     proc = start("-o", "json", FAKE_MODE="ok")
@@ -152,18 +149,14 @@ def test_signal_ends_tracing_and_prints_the_report(sig):
     assert (p["pid"], p["comm"], p["writes"]) == (4242, "fake-writer", 30)
 
 
-@needs_root
-def test_duration_ends_tracing():
+def test_duration_ends_tracing(tcpwdist):
     t0 = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "tcpwdist", "--bpftrace", FAKE, "-d", "0.5",
-                           "-o", "table"], capture_output=True, cwd=ROOT, timeout=30,
-                          env=dict(os.environ, FAKE_MODE="ok"))
-    assert done.returncode == 0
-    assert done.stdout.decode().split("\n")[2].split() == ["4242", "fake-writer", "1", "7"]
+    done = tcpwdist("--bpftrace", FAKE, "-d", "0.5", "-o", "table", env={"FAKE_MODE": "ok"})
+    assert done.code == 0
+    assert done.out.split("\n")[2].split() == ["4242", "fake-writer", "1", "7"]
     assert time.monotonic() - t0 < 10
 
 
-@needs_root
 @pytest.mark.parametrize("mode,args,code,words", [
     ("attach-fail", ["--probe", "kprobe"], ExitCode.NO_PROBE, ["no probe could be attached"]),
     ("not-root", [], ExitCode.PERMISSION, ["not allowed"]),
@@ -172,14 +165,11 @@ def test_duration_ends_tracing():
     ("hang", ["--attach-timeout", "0.5"], ExitCode.BPFTRACE_FAILED, ["did not attach"]),
     ("garbage", [], ExitCode.BAD_DUMP, ["not bpftrace map output"]),
 ])
-def test_bpftrace_faults(mode, args, code, words):
-    done = subprocess.run([sys.executable, "-m", "tcpwdist", "--bpftrace", FAKE, "-d", "0.5",
-                           *args], capture_output=True, cwd=ROOT, timeout=60,
-                          env=dict(os.environ, FAKE_MODE=mode))
+def test_bpftrace_faults(tcpwdist, mode, args, code, words):
+    done = tcpwdist("--bpftrace", FAKE, "-d", "0.5", *args, env={"FAKE_MODE": mode})
     assert_one_error_line(done, code, *words)
 
 
-@needs_root
 def test_interrupt_before_attach_exits_8():
     proc = start(FAKE_MODE="hang")
     time.sleep(1.0)
@@ -188,27 +178,34 @@ def test_interrupt_before_attach_exits_8():
     assert proc.returncode == ExitCode.INTERRUPTED_EARLY, err
 
 
-@needs_root
-def test_write_raw_replays_to_the_same_report(tmp_path):
+def test_write_raw_replays_to_the_same_report(tcpwdist, tmp_path):
     raw = tmp_path / "raw.txt"
-    live = subprocess.run([sys.executable, "-m", "tcpwdist", "--bpftrace", FAKE, "-d", "0.3",
-                           "-o", "json", "-w", str(raw)], capture_output=True, cwd=ROOT,
-                          timeout=30, env=dict(os.environ, FAKE_MODE="ok"))
+    live = tcpwdist("--bpftrace", FAKE, "-d", "0.3", "-o", "json", "-w", str(raw),
+                    env={"FAKE_MODE": "ok"})
     replay = tcpwdist("-r", str(raw), "-o", "json")
     # The live run knows its host and /proc; the replay only bpftrace's output.
-    keep = lambda doc: [(p["pid"], p["comm"], p["buckets"], p["writes"], p["p50"], p["p99"])
-                        for p in json.loads(doc)["processes"]]
-    assert keep(live.stdout) == keep(replay.stdout) and keep(live.stdout)
+
+    def keep(run: Run) -> list:
+        return [(p["pid"], p["comm"], p["buckets"], p["writes"], p["p50"], p["p99"])
+                for p in run.docs[0]["processes"]]
+
+    assert keep(live) == keep(replay) and keep(live)
 
 
-def _help() -> str:
-    return tcpwdist("--help", env={"COLUMNS": "80"}).stdout.decode()
+def _help(capsys) -> str:
+    os.environ["COLUMNS"] = "80"
+    try:
+        with pytest.raises(SystemExit):
+            cli.main(["--help"])
+    finally:
+        del os.environ["COLUMNS"]
+    return capsys.readouterr().out
 
 
-def test_readme_shows_the_real_help():
+def test_readme_shows_the_real_help(capsys):
     readme = (ROOT / "README.md").read_text()
     block = readme.split("<!-- help -->\n```\n", 1)[1].split("```\n<!-- /help -->", 1)[0]
-    assert block == _help()
+    assert block == _help(capsys)
 
 
 def test_readme_exit_code_table_matches():
@@ -225,7 +222,6 @@ def test_ci_runs_the_readme_test_command():
     assert "<!-- test-command -->" in (ROOT / ".ci" / "run").read_text()
 
 
-@needs_root
 def test_second_ctrl_c_reports_what_arrived():
     proc = start("-o", "json", "--stop-timeout", "60", FAKE_MODE="stall-dump")
     wait_for_tracing(proc)
@@ -239,49 +235,97 @@ def test_second_ctrl_c_reports_what_arrived():
     assert b"cut off inside @[4343, cut-writer]" in err
 
 
-@needs_root
-def test_bpftrace_that_ignores_interrupts_is_escalated_and_said_so(tmp_path):
+def test_bpftrace_that_ignores_interrupts_is_escalated_and_said_so(tcpwdist, tmp_path):
     raw = tmp_path / "raw.txt"
     t0 = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "tcpwdist", "--bpftrace", FAKE, "-d", "0.3",
-                           "--stop-timeout", "1.5", "-w", str(raw)], capture_output=True,
-                          cwd=ROOT, timeout=60, env=dict(os.environ, FAKE_MODE="deaf"))
-    err = done.stderr.decode()
+    done = tcpwdist("--bpftrace", FAKE, "-d", "0.3", "--stop-timeout", "1.5", "-w", str(raw),
+                    env={"FAKE_MODE": "deaf"})
     assert time.monotonic() - t0 < 15
-    assert "interrupt sent again" in err and "SIGTERM sent" in err and "SIGKILL sent" in err
+    assert "interrupt sent again" in done.err and "SIGTERM sent" in done.err
+    assert "SIGKILL sent" in done.err
     assert_one_error_line(done, ExitCode.BPFTRACE_FAILED, "after the interrupt",
                           "killed by signal 9")
     assert b"Attaching 1 probe..." in raw.read_bytes()  # what arrived is kept
 
 
-@needs_root
 def test_closed_stdout_ends_interval_tracing():
-    shell = (f"{sys.executable} -m tcpwdist --bpftrace {FAKE} -o json 0.2 | head -c 1 >/dev/null;"
-             " echo \"rc=${PIPESTATUS[0]}\" >&2")
+    shell = (f"{sys.executable} -c '{AS_ROOT}' --bpftrace {FAKE} -o json 0.2 | head -c 1 "
+             ">/dev/null; echo \"rc=${PIPESTATUS[0]}\" >&2")
     done = subprocess.run(["bash", "-c", shell], capture_output=True, cwd=ROOT, timeout=60,
                           env=dict(os.environ, FAKE_MODE="ok"))
     assert b"rc=0" in done.stderr and b"Traceback" not in done.stderr
 
 
-@needs_root
 @pytest.mark.parametrize("mode,reason,by_name", [
     ("kprobe-fails", "the probe could not be attached", ExitCode.NO_PROBE),
     # A newer bpftrace could reject one probe's spelling at compile time.
     ("kprobe-compile-error", "bpftrace exited before attaching its probes",
      ExitCode.BPFTRACE_FAILED),
 ])
-def test_auto_falls_back_when_kprobe_fails(monkeypatch, capsys, mode, reason, by_name):
+def test_auto_falls_back_when_kprobe_fails(tcpwdist, monkeypatch, mode, reason, by_name):
     # A kernel that looks as if it had kprobes, where kprobe still fails.
-    monkeypatch.setattr(host, "gather", lambda: host.Facts("/sys/kernel/tracing", True, True,
-                                                           False))
-    monkeypatch.setenv("FAKE_MODE", mode)
-    code = cli.main(["--bpftrace", FAKE, "-d", "0.3", "-o", "json"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    assert f"not using kprobe: {reason}" in err
-    assert "not using fentry: no kernel BTF" in err
-    assert "tracing with tracepoint:sock:sock_send_length" in err
-    assert json.loads(out)["processes"][0]["writes"] == 30
+    monkeypatch.setattr(host, "kernel", lambda: host.Kernel(btf=False))
+    done = tcpwdist("--bpftrace", FAKE, "-d", "0.3", "-o", "json", env={"FAKE_MODE": mode})
+    assert done.code == 0, done.err
+    assert f"not using kprobe: {reason}" in done.err
+    assert "not using fentry: no kernel BTF" in done.err
+    assert "tracing with tracepoint:sock:sock_send_length" in done.err
+    assert done.docs[0]["processes"][0]["writes"] == 30
     # Asked for by name, the same failure ends the run.
-    code = cli.main(["--bpftrace", FAKE, "-d", "0.3", "--probe", "kprobe"])
-    assert code == by_name
+    done = tcpwdist("--bpftrace", FAKE, "-d", "0.3", "--probe", "kprobe")
+    assert done.code == by_name
+
+
+# The glue between the dump and the report ----------------------------------
+
+GLUE_DUMP = """\
+@[100, small]: 
+[1]                   50 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|
+
+@[200, big]: 
+[64K, 128K)            2 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|
+
+@bytes[100, small]: 50
+@bytes[200, big]: 131072
+"""
+
+
+def fake_dump(tmp_path: Path, text: str) -> dict[str, str]:
+    (tmp_path / "dump.txt").write_text(text)
+    return {"FAKE_MODE": "ok", "FAKE_DUMP": str(tmp_path / "dump.txt")}
+
+
+def test_bytes_are_joined_to_their_process(tcpwdist, tmp_path):
+    done = tcpwdist("--bpftrace", FAKE, "--bytes", "-d", "0.3", "-o", "json",
+                    env=fake_dump(tmp_path, GLUE_DUMP))
+    assert done.code == 0, done.err
+    assert {p["pid"]: p["bytes"] for p in done.docs[0]["processes"]} == {100: 50, 200: 131072}
+    dist = tcpwdist("--bpftrace", FAKE, "--bytes", "-d", "0.3").out
+    assert "   writes: 2   p50: [64K, 128K)   p99: [64K, 128K)   bytes: 131072" in dist
+
+
+def test_sort_bytes_puts_the_most_bytes_first(tcpwdist, tmp_path):
+    env = fake_dump(tmp_path, GLUE_DUMP)
+    by_writes = tcpwdist("--bpftrace", FAKE, "--bytes", "-d", "0.3", "-o", "json", env=env)
+    assert [p["pid"] for p in by_writes.docs[0]["processes"]] == [100, 200]
+    by_bytes = tcpwdist("--bpftrace", FAKE, "--bytes", "-d", "0.3", "-o", "json",
+                        "--sort", "bytes")
+    assert [p["pid"] for p in by_bytes.docs[0]["processes"]] == [200, 100]
+
+
+def test_a_map_as_full_as_its_limit_is_said_to_be_full(tcpwdist, tmp_path):
+    # Two (pid, comm, bucket) entries in use: full at --max-keys 2, not at 3.
+    env = fake_dump(tmp_path, GLUE_DUMP)
+    full = tcpwdist("--bpftrace", FAKE, "--max-keys", "2", "-d", "0.3", "-o", "json", env=env)
+    assert "map was full" in full.err and "now 2" in full.err
+    assert buckets(full.docs) == {(100, b"small"): {1: 50}, (200, b"big"): {65536: 2}}
+    roomy = tcpwdist("--bpftrace", FAKE, "--max-keys", "3", "-d", "0.3", "-o", "json")
+    assert roomy.code == 0 and "map was full" not in roomy.err
+
+
+def test_lost_events_are_said(tcpwdist, tmp_path):
+    env = fake_dump(tmp_path, "Lost 17 events\n" + GLUE_DUMP)
+    done = tcpwdist("--bpftrace", FAKE, "-d", "0.3", "-o", "json", env=env)
+    assert "tcpwdist: warning: bpftrace lost 17 events" in done.err
+    (tmp_path / "raw.txt").write_text("Attaching 1 probe...\n\n\nLost 3 events\n" + GLUE_DUMP)
+    assert "bpftrace lost 3 events" in tcpwdist("-r", str(tmp_path / "raw.txt")).err

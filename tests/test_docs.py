@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from tcpwdist import cli, program
+from tcpwdist import cli, live, program
 from tcpwdist.errors import EXIT_CODE_MEANINGS
 
 MAN = (ROOT / "man" / "man8" / "tcpwdist.8").read_text()
@@ -74,7 +74,7 @@ def test_example_and_readme_status_lines_match_the_code():
     assert said
     for line in said:
         assert line[len("tcpwdist: tracing with "):] in program.PROBE_MEANINGS.values()
-    assert cli.STATUS_TRACING in EXAMPLE
+    assert live.TRACING in EXAMPLE
 
 
 def test_example_usage_line_is_real():

@@ -274,7 +274,7 @@ B = dump.Bucket
     ("hand_v0.9.2.json.txt", "@", {(1, b"a b"): (B(4, 8, 1),)}),
     ("hand_v0.24.json.txt", "@", {(1, b"ab"): (B(4, 8, 1),)}),
     ("hand_v0.24.json.txt", "@x", {(2, b"c"): (B(None, 0, 1),),
-                                    (3, b"de,f"): (B(512, 1024, 1), B(1024, 2048, 1))}),
+                                   (3, b"de,f"): (B(512, 1024, 1), B(1024, 2048, 1))}),
     ("hand_lhist_and_hist_k_labels.txt", "@x",
      {(1, b"a"): (B(610000, 620000, 12345678), B(620000, None, 1))}),
     ("hand_lhist_and_hist_k_labels.txt", "@y",
@@ -292,7 +292,8 @@ def test_hand_reconstructed_eras(name, map_name, want):
 
 def test_hand_v024_other_maps_are_values():
     snap = dump.parse((HAND / "hand_v0.24.txt").read_bytes()).snapshots[0]
-    assert snap.get("@st").entries == (dump.ValueEntry(None, "{ .count = 2, .average = 6, .total = 13 }"),)
+    assert snap.get("@st").entries == (
+        dump.ValueEntry(None, "{ .count = 2, .average = 6, .total = 13 }"),)
     assert snap.get("@ticks").entries == (dump.ValueEntry(None, "3"),)
 
 

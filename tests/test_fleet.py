@@ -6,12 +6,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
-import sys
 
 import jsonschema
 
-from conftest import CAPTURES, ROOT
+from conftest import CAPTURES, ROOT, Run
 from tcpwdist import report
 from tcpwdist.dump import Bucket
 
@@ -20,18 +18,12 @@ NASTY = [c for c in CAPTURES if c.name.startswith("nasty.")]
 BASIC = ROOT / "tests/fixtures/0.17.0/basic.pipe.txt"
 
 
-def tcpwdist(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "tcpwdist", *args], cwd=ROOT,
-                          capture_output=True, input=input, timeout=60)
-    return done
-
-
-def docs(done: subprocess.CompletedProcess) -> list[dict]:
-    assert done.returncode == 0, done.stderr
-    out = [json.loads(line) for line in done.stdout.splitlines()]
-    for doc in out:
+def docs(done: Run) -> list[dict]:
+    """The run's JSON documents, each checked against the schema."""
+    assert done.code == 0, done.err
+    for doc in done.docs:
         jsonschema.validate(doc, SCHEMA)
-    return out
+    return done.docs
 
 
 def test_golden_json_reports_validate():
@@ -48,32 +40,32 @@ def test_percentile_buckets():
     assert report.percentile((), 0.5) is None
 
 
-def test_summary_in_every_format():
+def test_summary_in_every_format(tcpwdist):
     [d] = docs(tcpwdist("-r", str(BASIC), "-o", "json"))
     p = next(p for p in d["processes"] if p["pid"] == 23478)
     assert (p["writes"], p["p50"]["value"], p["p99"]["value"]) == (25, 1, 4194304)
-    dist = tcpwdist("-r", str(BASIC)).stdout.decode()
+    dist = tcpwdist("-r", str(BASIC)).out
     assert "   writes: 25   p50: [1]   p99: [4M, 8M)" in dist
-    table = tcpwdist("-r", str(BASIC), "-o", "table").stdout.decode()
+    table = tcpwdist("-r", str(BASIC), "-o", "table").out
     assert any(line.split()[-3:] == ["25", "[1]", "[4M,"] or
                line.endswith("25  [1]         [4M, 8M)") for line in table.splitlines())
     rows = list(csv.DictReader(io.StringIO(tcpwdist("-r", str(BASIC), "-o", "csv")
-                                           .stdout.decode())))
+                                           .out)))
     mine = [r for r in rows if r["pid"] == "23478"]
     assert {(r["writes"], r["p50"], r["p99"]) for r in mine} == {("25", "[1]", "[4M, 8M)")}
 
 
-def test_csv_rows_match_json():
+def test_csv_rows_match_json(tcpwdist):
     [d] = docs(tcpwdist("-r", str(NASTY[0]), "-o", "json"))
     rows = list(csv.DictReader(io.StringIO(tcpwdist("-r", str(NASTY[0]), "-o", "csv")
-                                           .stdout.decode())))
+                                           .out)))
     want = [(str(p["pid"]), p["comm"], str(b["value"]), str(b["count"]))
             for p in d["processes"] for b in p["buckets"]]
     assert [(r["pid"], r["comm"], r["value"], r["count"]) for r in rows] == want
     assert list(rows[0]) == report.CSV_COLUMNS
 
 
-def test_sort_and_top():
+def test_sort_and_top(tcpwdist):
     [d] = docs(tcpwdist("-r", str(BASIC), "-o", "json", "--sort", "pid", "--top", "2"))
     assert [p["pid"] for p in d["processes"]] == [23473, 23476]
     [d] = docs(tcpwdist("-r", str(BASIC), "-o", "json", "--sort", "comm"))
@@ -83,16 +75,19 @@ def test_sort_and_top():
     assert writes == sorted(writes, reverse=True)
 
 
-def test_own_json_reads_back_to_the_same_report(tmp_path):
+def test_own_json_reads_back_to_the_same_report(tcpwdist, tmp_path):
     for capture in (BASIC, NASTY[0], ROOT / "tests/fixtures/0.23.2/interval.interval-pipe.txt"):
         first = tcpwdist("-r", str(capture), "-o", "json")
-        (tmp_path / "r.json").write_bytes(first.stdout)
+        (tmp_path / "r.json").write_text(first.out)
         again = tcpwdist("-r", str(tmp_path / "r.json"), "-o", "json")
-        strip = lambda d: [{k: v for k, v in x.items() if k != "source"} for x in docs(d)]
+
+        def strip(done: Run) -> list[dict]:
+            return [{k: v for k, v in x.items() if k != "source"} for x in docs(done)]
+
         assert strip(first) == strip(again)
 
 
-def test_merge_hosts_adds_exactly(tmp_path):
+def test_merge_hosts_adds_exactly(tcpwdist, tmp_path):
     # Two "hosts": the same capture's report, relabelled.
     [d] = docs(tcpwdist("-r", str(BASIC), "-o", "json"))
     for host in ("web-1", "web-2"):
@@ -115,15 +110,15 @@ def test_merge_hosts_adds_exactly(tmp_path):
         {h: sum(p["writes"] for p in d["processes"]) for h in ("web-1", "web-2")}
 
 
-def test_merge_raw_dumps_names_them_by_file():
+def test_merge_raw_dumps_names_them_by_file(tcpwdist):
     done = tcpwdist("-r", str(NASTY[0]), "-r", str(NASTY[1]), "-o", "json")
     [d] = docs(done)
     assert {p["host"] for p in d["processes"]} == {str(NASTY[0]), str(NASTY[1])}
     assert d["sources"] == [str(NASTY[0]), str(NASTY[1])]
 
 
-def test_group_by_comm_in_text_formats():
+def test_group_by_comm_in_text_formats(tcpwdist):
     done = tcpwdist("-r", str(NASTY[0]), "-r", str(NASTY[1]), "--group-by", "comm")
-    text = done.stdout.decode()
+    text = done.out
     assert " COMM: web content  (2 processes)" in text
     assert max(len(line) for line in text.splitlines()) <= 80

@@ -14,8 +14,8 @@ from hypothesis import given, settings, strategies as st
 
 from conftest import ROOT
 from tcpwdist import program
-from tcpwdist.errors import UsageError
-from tcpwdist.host import Facts
+from tcpwdist.errors import AttachTimeout, BpftraceFailed, NoProbe, UsageError
+from tcpwdist.host import Bpftrace, Kernel
 
 GOLDEN = Path(__file__).parent / "golden" / "programs"
 ERAS = {"0.17": (0, 17, 0), "0.19": (0, 19, 0), "0.20": (0, 20, 0), "0.24": (0, 24, 0)}
@@ -106,19 +106,59 @@ def test_no_input_changes_the_program_shape(comms, cgroup):
     assert shape(program.generate(opts)) == shape(program.generate(safe))
 
 
-def test_plan_probes():
-    facts = Facts("/sys/kernel/tracing", kprobes=False, tracepoint=True, btf=True)
-    tried, skipped = program.plan_probes("auto", facts, fentry_supported=False,
-                                         version=(0, 17, 0))
-    assert tried == ["tracepoint"] and len(skipped) == 3
-    assert "rawtracepoint: needs bpftrace 0.21 or later" in skipped
-    tried, _ = program.plan_probes("auto", facts, fentry_supported=False, version=(0, 23, 2))
-    assert tried == ["rawtracepoint", "tracepoint"]
-    facts = Facts(None, kprobes=None, tracepoint=None, btf=False)
-    tried, skipped = program.plan_probes("auto", facts, fentry_supported=None)
-    assert tried == ["kprobe"]
-    assert any("mount -t tracefs nodev /sys/kernel/tracing" in s for s in skipped)
-    assert program.plan_probes("fentry", facts, None) == (["fentry"], [])
+def plan(requested: str = "auto", version=(0, 17, 0), fentry=None, **kernel) -> program.Plan:
+    return program.plan(requested, Kernel(**kernel), Bpftrace(version=version, fentry=fentry))
+
+
+def test_plan_on_a_kernel_without_kprobes():
+    # This project's own CI host: no kprobes, BTF, tracefs with the tracepoint.
+    here = dict(kprobes=False, traceable=False)
+    p = plan(fentry=False, **here)
+    assert p.probes == ("tracepoint",)
+    assert dict(p.skipped) == {
+        "kprobe": "this kernel has no kprobes (no kprobe PMU, no kprobe_events in tracefs)",
+        "fentry": "bpftrace --info reports no kfunc/fentry support on this kernel",
+        "rawtracepoint": "needs bpftrace 0.21 or later"}
+    p = plan(version=(0, 23, 2), fentry=False, **here)
+    assert p.probes == ("rawtracepoint", "tracepoint")
+    # 0.24+: --info no longer tells of fentry, and both fentry and the raw
+    # tracepoint need available_filter_functions, which is EPERM here.
+    p = plan(version=(0, 27, 1), **here)
+    assert p.probes == ("tracepoint",)
+    assert "available_filter_functions" in dict(p.skipped)["fentry"]
+    assert "available_filter_functions" in dict(p.skipped)["rawtracepoint"]
+
+
+def test_plan_on_other_kernels():
+    assert plan(version=(0, 23, 2)).probes == program.PROBES  # everything: all may work
+    p = plan(tracefs=None, kprobes=None, tracepoint=None, btf=False)
+    assert p.probes == ("kprobe",)
+    assert any("mount -t tracefs nodev /sys/kernel/tracing" in w for _, w in p.skipped)
+    # Linux 6.1: kprobes, no sock_send_length tracepoint (it came in 6.3).
+    assert plan(version=(0, 23, 2), tracepoint=False).probes == ("kprobe", "fentry")
+    assert plan(version=(0, 25, 0), btf=False).probes == ("kprobe",)
+    assert plan("fentry", tracefs=None, btf=False).probes == ("fentry",)  # asked: tried
+    with pytest.raises(UsageError):
+        plan("uprobe")
+
+
+def test_info_is_asked_only_when_it_decides():
+    assert program.wants_info("auto", Kernel(kprobes=False), (0, 23, 2))
+    assert not program.wants_info("auto", Kernel(kprobes=False), (0, 24, 0))  # it says nothing
+    assert not program.wants_info("auto", Kernel(), (0, 17, 0))  # kprobe comes first
+    assert not program.wants_info("tracepoint", Kernel(kprobes=False), (0, 17, 0))
+    assert not program.wants_info("auto", Kernel(kprobes=False, btf=False), (0, 17, 0))
+
+
+@pytest.mark.parametrize("error,auto,explicit", [
+    (NoProbe("x"), True, True),
+    (BpftraceFailed("compile error"), True, False),
+    (AttachTimeout("hang"), False, False),
+    (UsageError("x"), False, False),
+])
+def test_one_fallback_rule(error, auto, explicit):
+    assert program.falls_back("auto", error) is auto
+    assert program.falls_back("kprobe", error) is explicit
 
 
 needs_bpftrace = pytest.mark.skipif(
@@ -142,10 +182,10 @@ def test_installed_bpftrace_compiles_every_variant(probe, tmp_path):
     assert 'comm == "\\"}END{exit()}\\\\"' in path.read_text()
 
 
-def test_status_probe_runs_once_a_second_not_per_write():
-    text = body(program.ProgramOptions("tracepoint", status=True))
-    per_write, status = text.splitlines()
+def test_progress_probe_runs_once_a_second_not_per_write():
+    text = body(program.ProgramOptions("tracepoint", progress=True))
+    per_write, progress = text.splitlines()
     assert per_write == body(program.ProgramOptions("tracepoint")).strip()
-    assert status == 'interval:s:1 { print(@); time("tcpwdist-status %H:%M:%S\\n"); }'
-    # interval reports are their own progress: no status probe with them
-    assert "tcpwdist-status" not in body(program.ProgramOptions(status=True, interval=2))
+    assert progress == 'interval:s:1 { print(@); time("tcpwdist-status %H:%M:%S\\n"); }'
+    # interval reports are their own progress: no progress probe with them
+    assert "tcpwdist-status" not in body(program.ProgramOptions(progress=True, interval=2))

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import CAPTURES, ROOT, capture_id
+from conftest import CAPTURES, capture_id
 from tcpwdist import report
 from tcpwdist.dump import Bucket, ProcessHist
 
@@ -26,20 +24,19 @@ def scenario(capture: Path) -> str:
     return "interval" if ".interval-" in capture.name else name
 
 
-def render(capture: Path, fmt: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "tcpwdist", "-r", str(capture), "-o", fmt],
-                          cwd=ROOT, capture_output=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return re.sub(r'"source":"[^"]*",', "", done.stdout.decode())
+def render(tcpwdist, capture: Path, fmt: str) -> str:
+    done = tcpwdist("-r", str(capture), "-o", fmt)
+    assert done.code == 0, done.err
+    return re.sub(r'"source":"[^"]*",', "", done.out)
 
 
 @pytest.mark.parametrize("fmt", report.FORMATS)
 @pytest.mark.parametrize("capture", [c for c in SAME_RUN
                                      if scenario(c) != "interval" or ".interval-" in c.name],
                          ids=capture_id)
-def test_report_golden(capture, fmt):
+def test_report_golden(tcpwdist, capture, fmt):
     golden = GOLDEN / f"{scenario(capture)}.{fmt}"
-    assert render(capture, fmt) == golden.read_text()
+    assert render(tcpwdist, capture, fmt) == golden.read_text()
 
 
 def hist(comm: bytes, *counts: tuple[int, int], pid: int = 1) -> ProcessHist:

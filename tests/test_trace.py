@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tcpwdist import trace
+from tcpwdist import marks, trace
 from tcpwdist.errors import (BpftraceFailed, BpftraceMissing, InterruptedEarly, NoProbe,
                              PermissionDenied)
 
@@ -119,14 +119,7 @@ def test_second_interrupt_abandons_the_dump():
 
 def test_missing_bpftrace():
     with pytest.raises(BpftraceMissing):
-        trace.bpftrace_version("/nonexistent/bpftrace")
-    with pytest.raises(BpftraceMissing):
         trace.Session("/nonexistent/bpftrace", [], {}, FAST)
-
-
-def test_version_and_info():
-    assert trace.bpftrace_version(FAKE) == "bpftrace v0.17.0"
-    assert "kfunc: no" in trace.bpftrace_info(FAKE)
 
 
 def test_environment_reaches_bpftrace(tmp_path):
@@ -141,13 +134,22 @@ def test_environment_reaches_bpftrace(tmp_path):
     assert seen["argv"] == ["-e", "tracepoint:x { }"]
 
 
-def test_consume_trims_the_buffer_but_not_the_raw_file():
+def test_take_through_a_mark_trims_the_output_but_not_the_raw_file():
     raw = io.BytesIO()
-    with session("ok", raw) as s:
+    # The fake prints its dump and an interval mark every 0.2 s.
+    s = trace.Session(FAKE, ["-e", "interval:ms:200 { }"], {"FAKE_MODE": "ok"}, FAST, raw)
+    with s:
         s.wait_attached(version_has_notice=True)
-        seen = bytes(s.buffer)
-        assert s.consume(len(seen)) == seen and s.buffer == bytearray()
+        assert s.take_through(marks.INTERVAL) is None  # no mark yet
+        deadline = time.monotonic() + 5
+        taken = None
+        while taken is None and time.monotonic() < deadline:
+            s.trace(time.monotonic() + 0.1)
+            taken = s.take_through(marks.INTERVAL)
+        assert taken is not None and taken.rstrip().split(b"\n")[-1].startswith(
+            b"tcpwdist-interval ")
+        assert b"tcpwdist-interval" not in s.output  # nothing after the last mark is lost
         s.stop()
         out = s.outcome()
-    assert b"fake-writer" in out.output and b"Attaching" not in out.output
-    assert raw.getvalue() == seen + out.output  # -w still has every byte
+    assert raw.getvalue().startswith(taken) and raw.getvalue().endswith(out.output)
+    assert taken.count(b"@[4242, fake-writer]") >= 1

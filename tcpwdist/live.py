@@ -1,0 +1,357 @@
+"""The live run: facts, plan, attach (with fallback), trace, stop, report.
+
+Data flows one way: the host's facts (host) decide the plan (program),
+the plan's program runs under a pty (trace), what it prints is parsed
+(dump) and rendered (report), and the console writes it.  Signals only
+set flags here; every wait in trace polls them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, replace
+from typing import BinaryIO, Callable
+
+from tcpwdist import dump, host, marks, procs, program, report, trace
+from tcpwdist.console import Console
+from tcpwdist.errors import (BpftraceFailed, ExitCode, NoProbe, PermissionDenied, TcpwdistError,
+                             UsageError)
+
+TRACING = "Tracing TCP writes... Hit Ctrl-C to end."
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the command line asked the live run for."""
+
+    program: program.ProgramOptions  # filters, interval, --bytes (probe: set per try)
+    probe: str = "auto"
+    bpftrace: str = "bpftrace"
+    count: int | None = None  # interval reports to make, then stop
+    duration: float | None = None
+    write_raw: str | None = None
+    max_keys: int = 65536
+    attach_timeout: float = 30.0
+    stop_timeout: float = 30.0
+    report: report.Options = report.Options()
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+# --------------------------------------------------------------------------
+# Signals: the first Ctrl-C/SIGTERM/SIGHUP ends tracing; a second Ctrl-C
+# while the dump is being read stops waiting for it.
+
+
+@dataclass
+class Flags:
+    stop: bool = False  # a signal asked tracing to end
+    abort: bool = False  # a second Ctrl-C: stop waiting for the dump
+    hangup: bool = False
+    enough: bool = False  # the requested count of intervals is out
+
+
+class SignalGuard:
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.flags = Flags()
+        self._old: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.flags.stop and signum == signal.SIGINT:
+            self.flags.abort = True
+        self.flags.stop = True
+        if signum == signal.SIGHUP:
+            self.flags.hangup = True
+
+    def __enter__(self) -> Flags:
+        for sig in self.SIGNALS:
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self.flags
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------
+# Reports as they arrive.
+
+
+class Reporter:
+    """Turns parsed dumps into reports on the console, in order."""
+
+    def __init__(self, series: report.Series, console: Console, hostname: str,
+                 cmdlines: Callable[[list[int]], dict[int, bytes]], max_keys: int) -> None:
+        self.series = series
+        self.console = console
+        self.hostname = hostname
+        self.cmdlines = cmdlines
+        self.max_keys = max_keys
+        self.missing_cmd: set[int] = set()  # pids shown by their comm
+        self._clock = time.monotonic()  # when the current report's period began
+
+    @property
+    def count(self) -> int:
+        return self.series.count
+
+    def emit(self, parsed: dump.Dump, final_stamp: str | None = None,
+             limit: int | None = None) -> None:
+        for line in report.dump_notes(parsed, "@", self.max_keys):
+            self.console.say_once(line)
+        for i, snap in enumerate(parsed.snapshots):
+            if limit is not None and self.count >= limit:
+                return
+            last = i == len(parsed.snapshots) - 1
+            self.snapshot(snap, snap.stamp or (final_stamp if last else None))
+
+    def snapshot(self, snap: dump.Snapshot, stamp: str | None) -> None:
+        rows = report.rows_of(snap, "@", self.hostname)
+        cmds = self.cmdlines(sorted({r.hist.pid for r in rows if r.hist.pid is not None}))
+        self.missing_cmd.update(r.hist.pid for r in rows
+                                if r.hist.pid is not None and r.hist.pid not in cmds)
+        now = time.monotonic()
+        period = report.Meta(duration=round(now - self._clock, 3))
+        self._clock = now
+        text = self.series.next([replace(r, cmd=cmds.get(r.hist.pid or -1)) for r in rows],
+                                stamp, period)
+        self.console.report(text)
+
+
+def now_stamp() -> str:
+    return time.strftime("%H:%M:%S")
+
+
+# --------------------------------------------------------------------------
+# Feeds: what the program prints periodically, taken as it arrives.
+
+
+class IntervalFeed:
+    """Reports each interval as soon as its mark arrives; sets
+    ``flags.enough`` once ``count`` intervals are out."""
+
+    def __init__(self, session: trace.Session, reporter: Reporter, count: int | None,
+                 flags: Flags) -> None:
+        self.session = session
+        self.reporter = reporter
+        self.count = count
+        self.flags = flags
+
+    def tick(self) -> None:
+        if self.flags.enough:
+            return
+        taken = self.session.take_through(marks.INTERVAL)
+        if taken is None:
+            return
+        self.reporter.emit(dump.parse(taken), limit=self.count)
+        if self.count is not None and self.reporter.count >= self.count:
+            self.flags.enough = True
+
+
+class ProgressFeed:
+    """The one-line progress display on a terminal, refreshed by the
+    program's once-a-second print(@): elapsed time, writes and processes."""
+
+    def __init__(self, session: trace.Session, console: Console) -> None:
+        self.session = session
+        self.console = console
+        self.start = time.monotonic()
+        # What the progress prints said that the final report must still
+        # hear about: bpftrace 0.23's "Map full", lost events.
+        self.map_full = False
+        self.lost_events = 0
+
+    def tick(self) -> None:
+        taken = self.session.take_through(marks.PROGRESS)
+        if taken is None:
+            return
+        try:
+            parsed = dump.parse(taken)
+        except TcpwdistError:
+            return  # a progress line is not worth an error
+        self.map_full = self.map_full or parsed.map_full
+        self.lost_events += parsed.lost_events
+        hists = [p for s in parsed.snapshots for p in dump.processes(s)]
+        writes = sum(h.writes for h in hists)
+        self.console.progress(f"tracing {time.monotonic() - self.start:.0f} s: {writes:,} "
+                              f"writes from {len(hists)} processes (Ctrl-C to end)")
+
+
+# --------------------------------------------------------------------------
+# The run.
+
+
+def run(req: Request, console: Console) -> int:
+    # Everything the user typed is checked before anything runs.
+    program.validate(req.program)
+    if req.program.cgroup is not None:
+        host.check_cgroup(req.program.cgroup)
+    if not is_root():
+        raise PermissionDenied("tracing needs root (bpftrace loads BPF programs)",
+                               hint="run it with sudo, or read a captured dump with -r FILE")
+    facts = host.gather(req.bpftrace, req.probe)
+    plan = program.plan(req.probe, facts.kernel, facts.bpftrace)
+    programs = [(p, program.generate(replace(req.program, probe=p,
+                                             version=facts.bpftrace.version,
+                                             progress=_progress_wanted(req, console))))
+                for p in plan.probes]
+    with _raw_file(req.write_raw) as raw, SignalGuard() as flags:
+        probe, session, failures = _attach(req, facts, programs, plan, raw, flags, console)
+        with session:
+            for p, why in failures:
+                console.say(f"not using {p}: {why}")
+            console.say(f"tracing with {program.PROBE_MEANINGS[probe]}")
+            console.say_plain(TRACING)
+            meta = report.Meta(source="live", host=socket.gethostname(),
+                               kernel=facts.kernel.release, bpftrace=facts.bpftrace.text,
+                               probe=probe, start=datetime.datetime.now().astimezone()
+                               .isoformat(timespec="seconds"))
+            return _trace(req, flags, console, session, meta)
+
+
+def _progress_wanted(req: Request, console: Console) -> bool:
+    """The progress line: on a terminal only, and not with interval reports
+    (which are their own progress)."""
+    return req.program.interval is None and console.progress_wanted()
+
+
+class _raw_file:
+    """-w's file, open for the run (a context manager; None without -w)."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.file: BinaryIO | None = None
+
+    def __enter__(self) -> BinaryIO | None:
+        if self.path:
+            try:
+                self.file = open(self.path, "wb")
+            except OSError as exc:
+                raise UsageError(f"cannot write {self.path}: {exc.strerror}") from None
+        return self.file
+
+    def __exit__(self, *exc: object) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+def _attach(req: Request, facts: host.Facts, programs: list[tuple[str, str]],
+            plan: program.Plan, raw: BinaryIO | None, flags: Flags,
+            console: Console) -> tuple[str, trace.Session, list[tuple[str, str]]]:
+    """Start the plan's programs in turn until one attaches."""
+    failures = list(plan.skipped)
+    # Silence after an interrupt escalates within a third of --stop-timeout.
+    timeouts = trace.Timeouts(attach=req.attach_timeout, stop=req.stop_timeout,
+                              quiet=min(3.0, req.stop_timeout / 3))
+    env = program.environment(facts.bpftrace.version, req.max_keys)
+    for probe, text in programs:
+        session = trace.Session(req.bpftrace, ["-e", text], env, timeouts, raw,
+                                # A closed stdout (| head) ends tracing too.
+                                stop_requested=lambda: flags.stop or flags.enough
+                                or console.closed,
+                                abort_requested=lambda: flags.abort)
+        try:
+            session.wait_attached(version_has_notice=facts.bpftrace.version >= (0, 14, 0))
+        except TcpwdistError as exc:
+            session.kill()
+            if not program.falls_back(req.probe, exc):
+                raise
+            failures.append((probe, f"{exc.message}; bpftrace said: "
+                             + " | ".join(exc.details[-2:])))
+            continue
+        return probe, session, failures
+    raise NoProbe("no probe could be attached", hint="the reasons follow; "
+                  "--probe tracepoint with tracefs mounted works on most kernels",
+                  details=tuple(f"{p}: {why}" for p, why in failures))
+
+
+def _feeds(req: Request, session: trace.Session, reporter: Reporter, flags: Flags,
+           console: Console) -> tuple[IntervalFeed | None, ProgressFeed | None]:
+    interval = (IntervalFeed(session, reporter, req.count, flags)
+                if req.program.interval is not None else None)
+    progress = ProgressFeed(session, console) if _progress_wanted(req, console) else None
+    return interval, progress
+
+
+def _trace(req: Request, flags: Flags, console: Console, session: trace.Session,
+           meta: report.Meta) -> int:
+    """Trace with an attached session, stop it, and report."""
+    recorder = procs.CmdlineRecorder()
+    series = report.Series(req.report, meta, numbered=req.program.interval is not None)
+    reporter = Reporter(series, console, meta.host or "", recorder.finish, req.max_keys)
+    interval, progress = _feeds(req, session, reporter, flags, console)
+    feeds = [f for f in (interval, progress) if f is not None]
+
+    def tick() -> None:
+        recorder.tick()
+        for feed in feeds:
+            feed.tick()
+
+    deadline = time.monotonic() + req.duration if req.duration else None
+    session.trace(deadline, tick)
+    console.clear_progress()
+    ended_early = session.eof and not flags.stop
+    session.stop()
+    outcome = session.outcome()
+    _check_outcome(outcome, ended_early, console)
+    if interval is not None:
+        interval.tick()  # intervals that arrived while stopping
+    # What the feeds did not take: the final dump (or the last partial interval).
+    parsed = dump.parse(session.output)
+    if progress is not None:
+        parsed = replace(parsed, map_full=parsed.map_full or progress.map_full,
+                         lost_events=parsed.lost_events + progress.lost_events)
+    if not flags.enough:
+        if parsed.snapshots:
+            reporter.emit(parsed, final_stamp=now_stamp())
+        elif reporter.count == 0:
+            # A whole run with no writes: still a report, in the chosen
+            # format.  (An empty last partial interval after others is not
+            # reported, as `-r` of the raw output could not show it either.)
+            reporter.snapshot(dump.Snapshot(()), now_stamp())
+    return _closing_words(reporter, parsed, outcome, flags, console)
+
+
+def _closing_words(reporter: Reporter, parsed: dump.Dump, outcome: trace.Outcome,
+                   flags: Flags, console: Console) -> int:
+    if reporter.missing_cmd:
+        n = len(reporter.missing_cmd)
+        console.say(f"note: {n} {'process' if n == 1 else 'processes'} had exited (or are "
+                    "kernel threads) before the command line could be read: CMD shows the comm")
+    if flags.hangup:
+        console.say("note: hangup received; tracing ended")
+    code = cut_code(parsed, console)
+    if outcome.aborted:
+        console.say("error: stopped waiting for bpftrace's report (second Ctrl-C): "
+                    "the report holds what had arrived")
+        return ExitCode.BAD_DUMP
+    return code
+
+
+def cut_code(parsed: dump.Dump, console: Console) -> int:
+    """Exit code for a dump that may have been cut off, saying so if it was."""
+    if parsed.cut:
+        console.say(f"error: the dump was cut off inside {parsed.cut}; "
+                    "it is left out of the report")
+        return ExitCode.BAD_DUMP
+    return ExitCode.OK
+
+
+def _check_outcome(outcome: trace.Outcome, ended_early: bool, console: Console) -> None:
+    for what in outcome.escalations:
+        console.say(f"warning: bpftrace did not stop on the interrupt: {what}")
+    if outcome.aborted:
+        return
+    if ended_early or outcome.signal_status is not None or outcome.exit_status not in (0, None):
+        how = (f"killed by signal {outcome.signal_status}" if outcome.signal_status
+               else f"exit status {outcome.exit_status}")
+        when = "while tracing" if ended_early else "after the interrupt"
+        raise BpftraceFailed(f"bpftrace ended {when} ({how})",
+                             details=trace.tail(outcome.output))

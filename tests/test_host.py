@@ -1,0 +1,79 @@
+"""Facts about the host and its bpftrace: files under a fake root, and the
+fake bpftrace's --version and --info."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tcpwdist import host
+from tcpwdist.errors import BpftraceMissing, UsageError
+
+FAKE = str(Path(__file__).parent / "fake" / "bpftrace")
+
+
+def make(root: Path, *paths: str) -> None:
+    for p in paths:
+        (root / p.lstrip("/")).mkdir(parents=True, exist_ok=True)
+
+
+def test_kernel_facts_from_files(tmp_path):
+    make(tmp_path, "/sys/kernel/tracing/events/sock/sock_send_length", "/sys/kernel/btf")
+    (tmp_path / "sys/kernel/btf/vmlinux").write_bytes(b"")
+    k = host.kernel(str(tmp_path))
+    assert (k.tracefs, k.kprobes, k.tracepoint, k.btf) == ("/sys/kernel/tracing", False, True,
+                                                           True)
+    assert k.traceable is False  # no available_filter_functions
+    (tmp_path / "sys/kernel/tracing/available_filter_functions").write_text("tcp_sendmsg\n")
+    (tmp_path / "sys/kernel/tracing/kprobe_events").write_text("")
+    k = host.kernel(str(tmp_path))
+    assert k.traceable is True and k.kprobes is True
+
+
+def test_nothing_mounted_is_cannot_tell(tmp_path):
+    k = host.kernel(str(tmp_path))
+    assert (k.tracefs, k.kprobes, k.tracepoint, k.btf, k.traceable) == (None, None, None,
+                                                                        False, None)
+
+
+def test_version_and_info():
+    assert host.version_text(FAKE) == "bpftrace v0.17.0"
+    assert host.fentry_from_info(host.info_text(FAKE)) is False
+
+
+@pytest.mark.parametrize("info,told", [
+    ("Probe types\n  kprobe: yes\n  kfunc: no\n", False),  # one per line, up to 0.22
+    ("  kprobe: yes   fentry: yes   uprobe: yes\n", True),  # several per line, 0.23
+    ("Probe types\n  kprobe_multi: no   uprobe_multi: yes\n", None),  # 0.24+: not told
+])
+def test_fentry_line_of_every_era(info, told):
+    assert host.fentry_from_info(info) is told
+
+
+def test_missing_bpftrace_is_a_clean_error(tmp_path):
+    with pytest.raises(BpftraceMissing, match="not found"):
+        host.version_text("/nonexistent/bpftrace")
+    script = tmp_path / "bpftrace"
+    script.write_text("#!/bin/sh\necho hello\n")
+    with pytest.raises(BpftraceMissing, match="not executable"):
+        host.version_text(str(script))
+    script.chmod(0o755)
+    with pytest.raises(BpftraceMissing, match="--version failed"):
+        host.version_text(str(script))
+
+
+def test_gather_asks_info_only_when_it_decides(monkeypatch):
+    asked = []
+    monkeypatch.setattr(host, "info_text", lambda b: asked.append(b) or "kfunc: yes\n")
+    monkeypatch.setattr(host, "kernel", lambda: host.Kernel(kprobes=True))
+    assert host.gather(FAKE).bpftrace.fentry is None and asked == []
+    monkeypatch.setattr(host, "kernel", lambda: host.Kernel(kprobes=False))
+    facts = host.gather(FAKE)
+    assert facts.bpftrace.fentry is True and asked == [FAKE]
+    assert facts.bpftrace.version == (0, 17, 0)
+
+
+def test_cgroup_outside_cgroup2_is_a_usage_error():
+    with pytest.raises(UsageError, match="--cgroup"):
+        host.check_cgroup("/proc")
