@@ -192,35 +192,48 @@ def load(path: str, map_name: str | None) -> Input:
     return Input(source, reports, parsed, name)
 
 
-def _heard(inp: Input, console: Console) -> int:
-    """Say what the input's dump says; its exit code (7 if it was cut)."""
+def _heard(inp: Input, console: Console) -> tuple[int, tuple[str, ...]]:
+    """Say what the input's dump says; its exit code (7 if it was cut) and
+    the warnings its report carries."""
     if inp.parsed is None:
-        return ExitCode.OK
-    for line in report.dump_notes(inp.parsed, inp.name):
+        return ExitCode.OK, ()
+    said = report.dump_notes(inp.parsed, inp.name)
+    for line in said:
         console.say_once(line)
-    return live.cut_code(inp.parsed, console)
+    return live.cut_code(inp.parsed, console), report.warnings_of(said)
 
 
 def run_read(args: argparse.Namespace, console: Console) -> int:
     if args.duration or args.write_raw or args.interval:
         raise UsageError("-d, -w and interval are for tracing; -r reads a dump")
     inputs = [load(path, args.map) for path in args.read]
-    options = report_options(args)
-    code = max(_heard(inp, console) for inp in inputs)
+    heard = [_heard(inp, console) for inp in inputs]
+    warnings = tuple(w for _, ws in heard for w in ws)
     if len(inputs) == 1:
-        [one] = inputs
-        series = report.Series(options, report.Meta(source=one.source),
-                               numbered=len(one.reports) > 1)
-        for meta, rows, stamp in one.reports or [(report.Meta(), [], None)]:
-            console.report(series.next(rows, stamp, meta))
-        return code
-    # Several inputs (one per host, say): one report of everything.  Rows
-    # from a bpftrace dump carry no host: they are named by their file.
+        _report_one(inputs[0], report_options(args), warnings, console)
+    else:
+        _report_merged(inputs, report_options(args), warnings, console)
+    return max(code for code, _ in heard)
+
+
+def _report_one(one: Input, options: report.Options, warnings: tuple[str, ...],
+                console: Console) -> None:
+    """One input: its reports in order (an interval series stays one)."""
+    series = report.Series(options, report.Meta(source=one.source, warnings=warnings),
+                           numbered=len(one.reports) > 1)
+    for meta, rows, stamp in one.reports or [(report.Meta(), [], None)]:
+        console.report(series.next(rows, stamp, meta))
+
+
+def _report_merged(inputs: list[Input], options: report.Options, warnings: tuple[str, ...],
+                   console: Console) -> None:
+    """Several inputs (one per host, say): one report of everything.  Rows
+    from a bpftrace dump carry no host: they are named by their file."""
     merged = [r if r.host else replace(r, host=inp.source)
               for inp in inputs for _, rows, _ in inp.reports for r in rows]
-    series = report.Series(options, report.Meta(sources=tuple(i.source for i in inputs)))
+    series = report.Series(options, report.Meta(sources=tuple(i.source for i in inputs),
+                                                warnings=warnings))
     console.report(series.next(merged))
-    return code
 
 
 # --------------------------------------------------------------------------

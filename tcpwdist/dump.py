@@ -28,11 +28,8 @@ must survive, version by version (see the project's reference notes):
 * several successive ``print(@)`` dumps (interval output): a key seen again,
   or a ``HH:MM:SS`` line from ``time()``, starts the next interval.
 
-JSON dumps (``bpftrace -f json``, one record a line) are read record by
-record with the standard library; their quirks (``\\uffffffXX`` bytes up to
-0.23, keys escaped twice in 0.22-0.23, spaces stripped from keys and big
-integers as strings from 0.24, the 2G bucket bug before 0.20) are undone
-in :func:`_json_key` and :func:`_json_bucket`.
+JSON dumps (``bpftrace -f json``) are read by :mod:`tcpwdist.jsondump`
+into the same data.
 
 Comms are kept as the exact bytes the kernel holds: input is decoded as
 UTF-8 with ``surrogateescape`` and keys are encoded back the same way.
@@ -41,7 +38,6 @@ UTF-8 with ``surrogateescape`` and keys are encoded back the same way.
 from __future__ import annotations
 
 import functools
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple, Union
@@ -123,6 +119,7 @@ class Dump:
     notes: tuple[str, ...] = ()  # things the user should hear about, once
     cut: str | None = None  # what was cut off when the dump ends mid-map
     map_full: bool = False  # bpftrace said "Map full": writes were dropped
+    dropped: int = 0  # updates bpftrace said it dropped (0.23+: one "Map full" each)
     lost_events: int = 0
     # The bpftrace era the JSON keys told us about, when they did.
     era: str | None = field(default=None)
@@ -265,8 +262,11 @@ _ANSI = r"(?:\x1b\[[0-9;]*m)*"
 noise_line = pp.Regex(
     rf"{_ANSI}(?:ERROR|WARNING|FATAL|NOTE|HINT|\^C|Attaching \d+ probes?|Attached \d+ probes?"
     r"|Lost \d+ events|__BPFTRACE_NOTIFY_PROBES_ATTACHED|No probes to attach"
-    r"|create_probe_event|Kernel .*"
-    r"|[^\s:]+:\d+(?:[:-]\d+)*: (?:WARNING|ERROR|NOTE|HINT)[^\n]*\n(?:[^\n]*\n[ \t]*~+)?)"
+    r"|create_probe_event|Kernel .*|Additional Info - "
+    # A located diagnostic: then (0.23+) "Additional Info - helper: ...",
+    # then the program's source line and its ~~~ underline.
+    r"|[^\s:]+:\d+(?:[:-]\d+)*: (?:WARNING|ERROR|NOTE|HINT)[^\n]*\n"
+    r"(?:Additional Info - [^\n]*\n)?(?:[^\n]*\n[ \t]*~+)?)"
     rf"[^\n]*{EOL}"
 ).set_name("log line")
 
@@ -331,6 +331,7 @@ text_dump.leave_whitespace(recursive=True)
 text_dump.parse_with_tabs()  # a tab in a comm is a byte to keep, not 8 columns
 text_dump.set_name("bpftrace text dump")
 
+_ECHO_RE = re.compile(r"^\^C(?=[@{]|[ \t]*$)", re.M)
 _ATTACH_RE = re.compile(
     rf"^{_ANSI}(?:Attaching \d+ probes?\.\.\.|Attached \d+ probes?)[^\n]*\n?", re.M)
 _JSON_RE = re.compile(r'^[ \t]*\{"type": ?"', re.M)
@@ -341,7 +342,7 @@ _LOST_RE = re.compile(rf"{_ANSI}Lost (\d+) events")
 # Reading.
 
 
-class _Builder:
+class Builder:
     """Collects entries into snapshots; a repeated (map, key) starts a new one."""
 
     def __init__(self, sep: str) -> None:
@@ -425,12 +426,19 @@ def parse(data: bytes | str) -> Dump:
     if "\x00" in text:
         raise DumpError("input holds NUL bytes: this is not bpftrace's text output",
                         line=_line_of(text, text.index("\x00")))
+    # A terminal echoes Ctrl-C as "^C" where the cursor is; bpftrace 0.24+
+    # prints no blank line first, so the echo may be glued to a map line
+    # or a JSON record.  It is never part of the dump.
+    text = _ECHO_RE.sub("", text)
     # The format shows in the first lines: a JSON dump's records start with
     # {"type": ..., a text dump's never do.  Looking only there keeps a
     # 100,000-row dump from being scanned twice.
     head = text[:16384]
     if _JSON_RE.search(head):
-        return _parse_json(text)
+        # The JSON reader builds on this module's data: imported here, not
+        # at the top, so that the two modules do not import each other.
+        from tcpwdist.jsondump import parse_json
+        return parse_json(text)
     return _parse_text(text, _ATTACH_RE.search(head))
 
 
@@ -453,9 +461,9 @@ def _parse_text(text: str, attach: re.Match[str] | None) -> Dump:
     # Whatever comes before the attach notice (compile warnings with their
     # source lines, a shell prompt, a BEGIN banner) is not part of the dump.
     start = attach.end() if attach else 0
-    builder = _Builder(", ")
+    builder = Builder(", ")
     cut: str | None = None
-    map_full = False
+    dropped = 0
     lost = 0
     for item in _text_items(text[start:], _line_of(text, start)):
         if isinstance(item, _Hist):
@@ -469,152 +477,22 @@ def _parse_text(text: str, attach: re.Match[str] | None) -> Dump:
         elif isinstance(item, _Mark):
             builder.mark(item.kind, item.stamp)
         elif isinstance(item, _Noise):
-            map_full = map_full or "Map full" in item.line
-            lost += _lost(item.line)
+            dropped += "Map full" in item.line
+            lost += lost_count(item.line)
         else:
             cut = cut or f"the last line ({_shown(item.line[:40])})"
     builder.flush()
-    return Dump(tuple(builder.snapshots), "text", recognised=attach is not None,
-                cut=cut, map_full=map_full, lost_events=lost)
+    # bpftrace 0.24+ prints the attach notice on stderr: the piped dump of
+    # an empty map is its two blank lines and nothing else.
+    empty_dump = bool(text) and not text.strip()
+    return Dump(tuple(builder.snapshots), "text", recognised=attach is not None or empty_dump,
+                cut=cut, map_full=dropped > 0, dropped=dropped, lost_events=lost)
 
 
-def _lost(line: str) -> int:
+def lost_count(line: str) -> int:
+    """N of a "Lost N events" line (0 for any other line)."""
     m = _LOST_RE.match(line)
     return int(m.group(1)) if m else 0
-
-
-# --------------------------------------------------------------------------
-# JSON.
-
-_FFFF_RE = re.compile(r"\uffff[fF]{2}([0-9a-fA-F]{2})")
-_DOUBLE_ESCAPED_RE = re.compile(r'\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})')
-
-
-def _json_key(raw: str, twice: bool) -> str:
-    """A JSON map key as the text form would print it: undo 0.22-0.23's
-    second escaping, and turn the ``\\uffffffXX`` spelling of bytes >= 0x80
-    (up to 0.23) back into those bytes (as surrogate escapes)."""
-    if twice:
-        try:
-            raw = json.loads(f'"{raw}"')
-        except ValueError:
-            pass  # not escaped after all: keep it as it is
-    return _FFFF_RE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), raw)
-
-
-_INT32_MIN = -(1 << 31)
-
-
-def _json_bucket(b: dict) -> Bucket:
-    lo = int(b["min"]) if "min" in b else None
-    hi = int(b["max"]) + 1 if "max" in b else None
-    if lo == _INT32_MIN and hi == 1:
-        # bpftrace < 0.20 printed the [2G, 4G) bucket as min -2^31, max 0.
-        lo, hi = 1 << 31, 1 << 32
-    return Bucket(lo, hi, int(b["count"]))
-
-
-class _Records(NamedTuple):
-    """The JSON records of a dump, with what the lines around them said."""
-
-    records: list[tuple[int, dict]]  # (line number, record)
-    cut: str | None
-    map_full: bool
-    lost: int
-
-
-def _json_records(text: str) -> _Records:
-    records: list[tuple[int, dict]] = []
-    cut: str | None = None
-    map_full = False
-    lost = 0
-    lines = text.split("\n")
-    for n, line in enumerate(lines, 1):
-        s = line.strip()
-        if not s.startswith("{"):  # blank lines, log lines, ^C
-            map_full = map_full or "Map full" in s
-            lost += _lost(s)
-            continue
-        try:
-            rec = json.loads(s)
-        except ValueError:
-            if n == len(lines) or all(not x.strip() for x in lines[n:]):
-                cut = f"the last record (line {n}, {len(s)} bytes)"
-                continue
-            raise DumpError("a line starts like JSON but is not valid JSON", line=n,
-                            hint="is this file damaged? bpftrace -f json writes one record a line")
-        if not isinstance(rec, dict) or "type" not in rec:
-            raise DumpError("JSON record without a \"type\"", line=n)
-        records.append((n, rec))
-    return _Records(records, cut, map_full, lost)
-
-
-def _json_era(records: list[tuple[int, dict]]) -> str | None:
-    """Which era wrote the keys: 0.24+ adds "count" to attached_probes and
-    strips spaces from keys; 0.22-0.23 escape key strings twice."""
-    era = None
-    for _, rec in records:
-        if rec["type"] == "attached_probes":
-            era = ">=0.24" if "count" in rec else "<=0.23"
-    if era == ">=0.24":
-        return era
-    keys = (k for _, rec in records if rec["type"] in _MAP_TYPES
-            and isinstance(rec.get("data"), dict)
-            for m in rec["data"].values() if isinstance(m, dict) for k in m)
-    return "0.22-0.23" if any(_DOUBLE_ESCAPED_RE.search(k) for k in keys) else era
-
-
-_MAP_TYPES = ("hist", "map", "stats")
-
-
-def _json_time(builder: _Builder, data: str) -> None:
-    m = marks.LINE_RE.match(data)
-    if m is not None:
-        builder.mark(m["kind"], m["stamp"])
-    else:
-        builder.mark(None, data.strip())
-
-
-def _parse_json(text: str) -> Dump:
-    found = _json_records(text)
-    era = _json_era(found.records)
-    twice = era == "0.22-0.23"
-    builder = _Builder(",")
-    map_full, lost = found.map_full, found.lost
-    for n, rec in found.records:
-        typ, data = rec["type"], rec.get("data")
-        if typ in _MAP_TYPES and isinstance(data, dict):
-            for name, value in data.items():
-                try:
-                    builder.add_map(name, _json_entries(typ, value, twice))
-                except (KeyError, TypeError, ValueError, AttributeError):
-                    raise DumpError(f"unexpected shape of map {name} in a {typ} record",
-                                    line=n) from None
-        elif typ == "time" and isinstance(data, str):
-            _json_time(builder, data)
-        elif typ == "lost_events":
-            lost += int(rec.get("count", (data or {}).get("events", 0)))
-        elif typ == "helper_error" and "Map full" in str(rec.get("msg", "")):
-            map_full = True
-    builder.flush()
-    notes = []
-    if era == ">=0.24":
-        notes.append("bpftrace >= 0.24 strips spaces from JSON map keys: "
-                     "comms that held spaces are shown without them")
-    return Dump(tuple(builder.snapshots), "json", recognised=bool(found.records),
-                notes=tuple(notes), cut=found.cut, map_full=map_full, lost_events=lost, era=era)
-
-
-def _json_entries(typ: str, value: object, twice: bool) -> list[Entry]:
-    if typ == "hist":
-        if isinstance(value, list):  # keyless: "@h": [buckets]
-            return [HistEntry(None, tuple(_json_bucket(b) for b in value))]
-        assert isinstance(value, dict)
-        return [HistEntry(_json_key(k, twice), tuple(_json_bucket(b) for b in v))
-                for k, v in value.items()]
-    if isinstance(value, dict) and not (typ == "stats" and "count" in value):
-        return [ValueEntry(_json_key(k, twice), json.dumps(v)) for k, v in value.items()]
-    return [ValueEntry(None, json.dumps(value))]
 
 
 # --------------------------------------------------------------------------

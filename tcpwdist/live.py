@@ -104,21 +104,24 @@ class Reporter:
 
     def emit(self, parsed: dump.Dump, final_stamp: str | None = None,
              limit: int | None = None) -> None:
-        for line in report.dump_notes(parsed, "@", self.max_keys):
+        said = report.dump_notes(parsed, "@", self.max_keys)
+        for line in said:
             self.console.say_once(line)
         for i, snap in enumerate(parsed.snapshots):
             if limit is not None and self.count >= limit:
                 return
             last = i == len(parsed.snapshots) - 1
-            self.snapshot(snap, snap.stamp or (final_stamp if last else None))
+            self.snapshot(snap, snap.stamp or (final_stamp if last else None),
+                          report.warnings_of(said))
 
-    def snapshot(self, snap: dump.Snapshot, stamp: str | None) -> None:
+    def snapshot(self, snap: dump.Snapshot, stamp: str | None,
+                 warnings: tuple[str, ...] = ()) -> None:
         rows = report.rows_of(snap, "@", self.hostname)
         cmds = self.cmdlines(sorted({r.hist.pid for r in rows if r.hist.pid is not None}))
         self.missing_cmd.update(r.hist.pid for r in rows
                                 if r.hist.pid is not None and r.hist.pid not in cmds)
         now = time.monotonic()
-        period = report.Meta(duration=round(now - self._clock, 3))
+        period = report.Meta(duration=round(now - self._clock, 3), warnings=warnings)
         self._clock = now
         text = self.series.next([replace(r, cmd=cmds.get(r.hist.pid or -1)) for r in rows],
                                 stamp, period)
@@ -164,8 +167,8 @@ class ProgressFeed:
         self.console = console
         self.start = time.monotonic()
         # What the progress prints said that the final report must still
-        # hear about: bpftrace 0.23's "Map full", lost events.
-        self.map_full = False
+        # hear about: bpftrace 0.23+'s "Map full" blocks, lost events.
+        self.dropped = 0
         self.lost_events = 0
 
     def tick(self) -> None:
@@ -176,7 +179,7 @@ class ProgressFeed:
             parsed = dump.parse(taken)
         except TcpwdistError:
             return  # a progress line is not worth an error
-        self.map_full = self.map_full or parsed.map_full
+        self.dropped += parsed.dropped
         self.lost_events += parsed.lost_events
         hists = [p for s in parsed.snapshots for p in dump.processes(s)]
         writes = sum(h.writes for h in hists)
@@ -306,7 +309,8 @@ def _trace(req: Request, flags: Flags, console: Console, session: trace.Session,
     # What the feeds did not take: the final dump (or the last partial interval).
     parsed = dump.parse(session.output)
     if progress is not None:
-        parsed = replace(parsed, map_full=parsed.map_full or progress.map_full,
+        dropped = parsed.dropped + progress.dropped
+        parsed = replace(parsed, map_full=parsed.map_full or dropped > 0, dropped=dropped,
                          lost_events=parsed.lost_events + progress.lost_events)
     if not flags.enough:
         if parsed.snapshots:

@@ -369,9 +369,12 @@ def rows_of(snap: dump.Snapshot, name: str, host: str | None = None) -> list[Row
             for h in dump.processes(snap, name)]
 
 
-def map_full_warning(max_keys: int | None) -> str:
-    return ("warning: bpftrace's map was full: writes of new (pid, comm, size) combinations "
-            f"were not counted; raise --max-keys (now {max_keys or 'the default'})")
+def map_full_warning(max_keys: int | None, dropped: int = 0) -> str:
+    how_many = f"{dropped} {'write was' if dropped == 1 else 'writes were'}" if dropped \
+        else "writes of new (pid, comm, size) combinations were"
+    raise_it = (f"raise --max-keys (now {max_keys})" if max_keys else
+                "give bpftrace a bigger map (tcpwdist --max-keys, or BPFTRACE_MAX_MAP_KEYS)")
+    return f"warning: bpftrace's map was full: {how_many} not counted; {raise_it}"
 
 
 def dump_notes(parsed: dump.Dump, name: str, max_keys: int | None = None) -> list[str]:
@@ -388,7 +391,7 @@ def dump_notes(parsed: dump.Dump, name: str, max_keys: int | None = None) -> lis
                     for s in parsed.snapshots), default=0)
         full = used >= max_keys
     if full:
-        said.append(map_full_warning(max_keys))
+        said.append(map_full_warning(max_keys, parsed.dropped))
     return said
 
 
@@ -419,15 +422,23 @@ class Meta:
     probe: str | None = None
     start: str | None = None
     duration: float | None = None  # seconds the report covers
+    # What the report's reader must know (the map was full, events were
+    # lost): always in JSON, empty when all is well.
+    warnings: tuple[str, ...] = ()
 
     def merged(self, other: Meta) -> Meta:
         """This meta with the fields ``other`` has."""
         return replace(self, **{k: v for k, v in dataclasses.asdict(other).items()
-                                if v is not None})
+                                if v is not None and v != ()})
 
     def fields(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v
                 for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+def warnings_of(said: Iterable[str]) -> tuple[str, ...]:
+    """The warnings among dump_notes' lines, without their "warning: "."""
+    return tuple(s[len("warning: "):] for s in said if s.startswith("warning: "))
 
 
 META_FIELDS = tuple(f.name for f in dataclasses.fields(Meta))

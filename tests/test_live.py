@@ -19,6 +19,7 @@ import time
 import uuid
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from conftest import ROOT, buckets
@@ -37,10 +38,21 @@ def bt(request) -> Tracer:
     return request.param
 
 
+SCHEMA = json.loads((ROOT / "tcpwdist" / "report.schema.json").read_text())
+
+
+def docs_of(out: bytes) -> list[dict]:
+    """The report's JSON documents, each valid against the shipped schema."""
+    docs = [json.loads(line) for line in out.decode().splitlines()]
+    for doc in docs:
+        jsonschema.validate(doc, SCHEMA)
+    return docs
+
+
 def counts(out: bytes, w: Workload) -> dict[int, dict[int, int]]:
     """{pid: {bucket value: count}} of the workload's processes, summed over
     the report's documents (intervals)."""
-    docs = [json.loads(line) for line in out.decode().splitlines()]
+    docs = docs_of(out)
     return {pid: per for (pid, _), per in buckets(docs, w.comm).items()}
 
 
@@ -54,6 +66,25 @@ def test_ctrl_c_reports_exact_counts(bt, tmp_path):
     assert json.loads(out)["probe"] == probe
     if KERNEL.kprobes is False:
         assert "not using kprobe: this kernel has no kprobes" in said
+    # No bpftrace start spent on a probe the host's facts rule out: every
+    # probe left out was left out on the facts, none after trying it.
+    assert "bpftrace said" not in said, said
+
+
+def test_full_map_reports_what_was_counted_and_how_much_was_not(bt, tmp_path):
+    # 16 sizes, one write each, into a map of 10 (pid, comm, bucket) entries.
+    w = Workload(tmp_path, ",".join(str(1 << i) for i in range(16)))
+    out, said = traced(bt, w, args=("-c", w.comm, "--max-keys", "10"))
+    assert counts(out, w) == {w.pids[0]: {1 << i: 1 for i in range(10)}}
+    [doc] = docs_of(out)
+    if bt.version >= (0, 23, 0):  # it says how many updates it dropped
+        want = ("bpftrace's map was full: 6 writes were not counted; "
+                "raise --max-keys (now 10)")
+    else:  # 0.17 drops them in silence: a map as full as its limit is full
+        want = ("bpftrace's map was full: writes of new (pid, comm, size) combinations "
+                "were not counted; raise --max-keys (now 10)")
+    assert doc["warnings"] == [want]
+    assert f"tcpwdist: warning: {want}" in said
 
 
 @pytest.mark.parametrize("sig", [pytest.param(signal.SIGTERM, marks=pytest.mark.guest),

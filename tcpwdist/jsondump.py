@@ -1,0 +1,178 @@
+"""Read bpftrace's JSON dumps (``bpftrace -f json``, one record a line).
+
+Records are read one by one with the standard library into the data of
+:mod:`tcpwdist.dump`.  Each era's quirks are undone: bytes >= 0x80 written
+``\\uffffffXX`` (every version), keys escaped twice (0.22-0.23), spaces
+stripped from keys and big integers as strings (0.24+), the 2G bucket
+bug (before 0.20), and 0.27.1's counts written in hex after such a key.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import NamedTuple
+
+from tcpwdist import marks
+from tcpwdist.dump import (Bucket, Builder, Dump, Entry, HistEntry, ValueEntry, lost_count)
+from tcpwdist.errors import DumpError
+
+_FFFF_RE = re.compile(r"\uffff[fF]{2}([0-9a-fA-F]{2})")
+_DOUBLE_ESCAPED_RE = re.compile(r'\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})')
+
+
+def _json_key(raw: str, twice: bool) -> str:
+    """A JSON map key as the text form would print it: undo 0.22-0.23's
+    second escaping, and turn the ``\\uffffffXX`` spelling of bytes >= 0x80
+    (up to 0.23) back into those bytes (as surrogate escapes)."""
+    if twice:
+        try:
+            raw = json.loads(f'"{raw}"')
+        except ValueError:
+            pass  # not escaped after all: keep it as it is
+    return _FFFF_RE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), raw)
+
+
+_INT32_MIN = -(1 << 31)
+
+
+def _json_bucket(b: dict) -> Bucket:
+    lo = int(b["min"]) if "min" in b else None
+    hi = int(b["max"]) + 1 if "max" in b else None
+    if lo == _INT32_MIN and hi == 1:
+        # bpftrace < 0.20 printed the [2G, 4G) bucket as min -2^31, max 0.
+        lo, hi = 1 << 31, 1 << 32
+    return Bucket(lo, hi, int(b["count"]))
+
+
+class _Records(NamedTuple):
+    """The JSON records of a dump, with what the lines around them said."""
+
+    records: list[tuple[int, dict]]  # (line number, record)
+    cut: str | None
+    dropped: int  # "Map full" lines between the records
+    lost: int
+
+
+# bpftrace 0.27.1 (measured; maybe other 0.24+ versions) leaves its JSON
+# writer in hex after escaping a byte >= 0x80 as \uffffffXX: in that hist
+# record, every bucket "count" from that key on is hex, without a prefix
+# ("count": a for 10); "min", "max" and other records stay decimal.
+_FFFF_KEY = "\\uffffff"
+_COUNT_RE = re.compile(r'("count": ?)([0-9a-f]+)\b')
+
+
+def _undo_hex_counts(line: str, n: int, newer: bool) -> str:
+    """The record with its hex counts made decimal, where that is certain.
+    A hex digit a-f proves the writer was in hex.  Without one, counts of
+    one digit read the same either way; longer ones from bpftrace 0.24+
+    cannot be told apart, and are refused rather than guessed."""
+    at = line.find(_FFFF_KEY)
+    if at < 0 or '"type": "hist"' not in line[:40]:
+        return line
+    head, tail = line[:at], line[at:]
+    counts = [m.group(2) for m in _COUNT_RE.finditer(tail)]
+    if any(not c.isdigit() for c in counts):
+        return head + _COUNT_RE.sub(lambda m: m.group(1) + str(int(m.group(2), 16)), tail)
+    if newer and any(len(c) > 1 for c in counts):
+        raise DumpError("bpftrace 0.27's JSON writes the counts after a key with a non-ASCII "
+                        "byte in hex, and these cannot be told from decimal", line=n,
+                        hint="capture the dump in text output (without -f json)")
+    return line
+
+
+def _json_records(text: str) -> _Records:
+    records: list[tuple[int, dict]] = []
+    newer = '"type": "attached_probes", "count"' in text[:16384]  # 0.24+
+    cut: str | None = None
+    dropped = 0
+    lost = 0
+    lines = text.split("\n")
+    for n, line in enumerate(lines, 1):
+        s = line.strip()
+        if not s.startswith("{"):  # blank lines, log lines, ^C
+            dropped += "Map full" in s
+            lost += lost_count(s)
+            continue
+        try:
+            rec = json.loads(_undo_hex_counts(s, n, newer))
+        except ValueError:
+            if n == len(lines) or all(not x.strip() for x in lines[n:]):
+                cut = f"the last record (line {n}, {len(s)} bytes)"
+                continue
+            raise DumpError("a line starts like JSON but is not valid JSON", line=n,
+                            hint="is this file damaged? bpftrace -f json writes one record a line")
+        if not isinstance(rec, dict) or "type" not in rec:
+            raise DumpError("JSON record without a \"type\"", line=n)
+        records.append((n, rec))
+    return _Records(records, cut, dropped, lost)
+
+
+def _json_era(records: list[tuple[int, dict]]) -> str | None:
+    """Which era wrote the keys: 0.24+ adds "count" to attached_probes and
+    strips spaces from keys; 0.22-0.23 escape key strings twice."""
+    era = None
+    for _, rec in records:
+        if rec["type"] == "attached_probes":
+            era = ">=0.24" if "count" in rec else "<=0.23"
+    if era == ">=0.24":
+        return era
+    keys = (k for _, rec in records if rec["type"] in _MAP_TYPES
+            and isinstance(rec.get("data"), dict)
+            for m in rec["data"].values() if isinstance(m, dict) for k in m)
+    return "0.22-0.23" if any(_DOUBLE_ESCAPED_RE.search(k) for k in keys) else era
+
+
+_MAP_TYPES = ("hist", "map", "stats")
+
+
+def _json_time(builder: Builder, data: str) -> None:
+    m = marks.LINE_RE.match(data)
+    if m is not None:
+        builder.mark(m["kind"], m["stamp"])
+    else:
+        builder.mark(None, data.strip())
+
+
+def parse_json(text: str) -> Dump:
+    found = _json_records(text)
+    era = _json_era(found.records)
+    twice = era == "0.22-0.23"
+    builder = Builder(",")
+    dropped, lost = found.dropped, found.lost
+    for n, rec in found.records:
+        typ, data = rec["type"], rec.get("data")
+        if typ in _MAP_TYPES and isinstance(data, dict):
+            for name, value in data.items():
+                try:
+                    builder.add_map(name, _json_entries(typ, value, twice))
+                except (KeyError, TypeError, ValueError, AttributeError):
+                    raise DumpError(f"unexpected shape of map {name} in a {typ} record",
+                                    line=n) from None
+        elif typ == "time" and isinstance(data, str):
+            _json_time(builder, data)
+        elif typ == "lost_events":
+            lost += int(rec.get("count", (data or {}).get("events", 0)))
+        elif typ == "helper_error" and ("Map full" in str(rec.get("msg", ""))
+                                        or rec.get("helper") == "map_update_elem"):
+            dropped += 1
+    builder.flush()
+    notes = []
+    if era == ">=0.24":
+        notes.append("bpftrace >= 0.24 strips spaces from JSON map keys: "
+                     "comms that held spaces are shown without them")
+    return Dump(tuple(builder.snapshots), "json", recognised=bool(found.records),
+                notes=tuple(notes), cut=found.cut, map_full=dropped > 0, dropped=dropped,
+                lost_events=lost, era=era)
+
+
+def _json_entries(typ: str, value: object, twice: bool) -> list[Entry]:
+    if typ == "hist":
+        if isinstance(value, list):  # keyless: "@h": [buckets]
+            return [HistEntry(None, tuple(_json_bucket(b) for b in value))]
+        assert isinstance(value, dict)
+        return [HistEntry(_json_key(k, twice), tuple(_json_bucket(b) for b in v))
+                for k, v in value.items()]
+    if isinstance(value, dict) and not (typ == "stats" and "count" in value):
+        return [ValueEntry(_json_key(k, twice), json.dumps(v)) for k, v in value.items()]
+    return [ValueEntry(None, json.dumps(value))]
