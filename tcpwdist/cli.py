@@ -188,7 +188,13 @@ def load(path: str, map_name: str | None) -> Input:
         raise DumpError(f"{source} holds no bpftrace map output",
                         hint="give the output of bpftrace running tcpwdist's program")
     name = dump.pick_map(parsed.snapshots, map_name)
-    reports = [(report.Meta(), report.rows_of(s, name), s.stamp) for s in parsed.snapshots]
+    found = dump.reports(parsed.snapshots)
+    snaps = found.snapshots or ([found.partial] if found.partial is not None else [])
+    partial = report.Meta(partial=True, warnings=(
+        f"partial report: the dump ends without bpftrace's final dump; this is its last "
+        f"snapshot, of {found.partial.stamp}",)) if not found.snapshots and found.partial else \
+        report.Meta()
+    reports = [(partial, report.rows_of(s, name), s.stamp) for s in snaps]
     return Input(source, reports, parsed, name)
 
 

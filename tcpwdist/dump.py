@@ -102,7 +102,10 @@ class Snapshot:
     """Every map of one dump (one interval of an interval series)."""
 
     maps: tuple[MapDump, ...]
-    stamp: str | None = None  # "HH:MM:SS" when the dump carried a time() line
+    stamp: str | None = None  # "HH:MM:SS[.ffffff]" when a mark or time() line stamped it
+    # The tcpwdist mark that closed it (marks.TOTAL, marks.SNAPSHOT,
+    # marks.INTERVAL), or None: a plain dump, the final one of a run.
+    kind: str | None = None
 
     def get(self, name: str) -> MapDump | None:
         for m in self.maps:
@@ -371,16 +374,16 @@ class Builder:
         if kind == marks.PROGRESS:
             # What came since the last snapshot was a progress print.
             self._maps, self._seen, self._stamp = {}, set(), None
-        elif kind == marks.INTERVAL:
-            self._close(stamp)
+        elif kind is not None:
+            self._close(stamp, kind)
         else:
             self._time(stamp)
 
-    def _close(self, stamp: str) -> None:
-        """An interval mark closes the interval before it (even an empty
-        one) and stamps it."""
+    def _close(self, stamp: str, kind: str = marks.INTERVAL) -> None:
+        """A mark closes the dump before it (even an empty one), stamps it
+        and says what it was."""
         self._stamp = stamp
-        self.flush(keep_empty=True)
+        self.flush(keep_empty=True, kind=kind)
 
     def _time(self, stamp: str) -> None:
         """A bare time() line.  If it comes before any map, time() is
@@ -395,10 +398,10 @@ class Builder:
             self.flush(keep_empty=True)
         self._stamp = stamp
 
-    def flush(self, keep_empty: bool = False) -> None:
+    def flush(self, keep_empty: bool = False, kind: str | None = None) -> None:
         if self._maps or keep_empty:
             maps = tuple(MapDump(n, tuple(e), self.sep) for n, e in sorted(self._maps.items()))
-            self.snapshots.append(Snapshot(maps, self._stamp))
+            self.snapshots.append(Snapshot(maps, self._stamp, kind))
         self._maps, self._seen, self._stamp = {}, set(), None
 
 
@@ -489,6 +492,28 @@ def _parse_text(text: str, attach: re.Match[str] | None) -> Dump:
                 cut=cut, map_full=dropped > 0, dropped=dropped, lost_events=lost)
 
 
+_LOST_BYTES_RE = re.compile(rb"Lost (\d+) events")
+# A bucket row's count, and a header of map @: enough to count, not to read.
+_ROW_COUNT_RE = re.compile(rb"^[\[(][^\n|]*?(\d+) \|", re.M)
+_HEADER_START_RE = re.compile(rb"^@\[", re.M)
+
+
+def lost_total(data: bytes) -> int:
+    """The events bpftrace said it lost in ``data``."""
+    return sum(int(n) for n in _LOST_BYTES_RE.findall(data))
+
+
+def quick_totals(data: bytes) -> tuple[int, int]:
+    """(writes, processes) of the last dump in ``data`` (output through a
+    mark), by counting, not parsing: cheap enough for a map of 60,000
+    entries each second, and exact for tcpwdist's own program."""
+    end = data.rfind(b"\n", 0, max(0, len(data) - 1))  # before the last (mark) line
+    start = max(data.rfind(m.encode() + b" ", 0, end) for m in marks.CUMULATIVE)
+    last = data[start + 1:end] if start >= 0 else data[:end]
+    writes = sum(int(n) for n in _ROW_COUNT_RE.findall(last))
+    return writes, len(_HEADER_START_RE.findall(last))
+
+
 def lost_count(line: str) -> int:
     """N of a "Lost N events" line (0 for any other line)."""
     m = _LOST_RE.match(line)
@@ -550,3 +575,74 @@ def processes(snapshot: Snapshot, name: str = "@") -> list[ProcessHist]:
         if pc is not None and isinstance(e, HistEntry):
             out.append(ProcessHist(pc[0], pc[1], e.buckets))
     return out
+
+
+# --------------------------------------------------------------------------
+# Cumulative dumps (marks.py): what happened between two of them.
+
+
+def _minus(now: Entry, before: Entry | None) -> Entry | None:
+    """One entry less its earlier value; None if nothing happened."""
+    if isinstance(now, HistEntry):
+        was = {(b.lo, b.hi): b.count for b in before.buckets} \
+            if isinstance(before, HistEntry) else {}
+        buckets = [Bucket(b.lo, b.hi, b.count - was.get((b.lo, b.hi), 0)) for b in now.buckets]
+        nonzero = [i for i, b in enumerate(buckets) if b.count]
+        if not nonzero:
+            return None
+        # As bpftrace prints a histogram: empty buckets at the ends trimmed.
+        return HistEntry(now.key, tuple(buckets[nonzero[0]:nonzero[-1] + 1]))
+    if isinstance(before, ValueEntry) and now.value.lstrip("-").isdigit() \
+            and before.value.lstrip("-").isdigit():
+        diff = int(now.value) - int(before.value)
+        return ValueEntry(now.key, str(diff)) if diff else None
+    return now
+
+
+def difference(now: Snapshot, before: Snapshot | None) -> Snapshot:
+    """What the map gained between two cumulative dumps: each key's
+    buckets less their counts in ``before`` (a key new since then whole;
+    one that gained nothing left out).  Stamp and kind are ``now``'s."""
+    if before is None:
+        return now
+    maps = []
+    for m in now.maps:
+        old = before.get(m.name)
+        earlier = {e.key: e for e in old.entries} if old is not None else {}
+        kept = [d for e in m.entries if (d := _minus(e, earlier.get(e.key))) is not None]
+        if kept:
+            maps.append(MapDump(m.name, tuple(kept), m.sep))
+    return Snapshot(tuple(maps), now.stamp, now.kind)
+
+
+class Reports(NamedTuple):
+    """The reports a stream of dumps holds, and whether it was complete."""
+
+    snapshots: list[Snapshot]  # one per report, in order
+    partial: Snapshot | None  # the last snapshot, when no final dump came after it
+
+
+def reports(snapshots: Iterable[Snapshot]) -> Reports:
+    """Turn a run's dumps into its reports.  Interval totals (marks.TOTAL)
+    become what each interval added, and the final dump after them the last
+    (partial) interval, if it added anything; once-a-second snapshots
+    (marks.SNAPSHOT) are no reports unless no final dump followed them:
+    then the last one is what was seen (``partial``).  Other dumps (plain,
+    or cleared intervals of earlier versions) are reports as they are."""
+    out: list[Snapshot] = []
+    total: Snapshot | None = None  # the last interval total
+    seen: Snapshot | None = None  # the last snapshot, until a final dump
+    for snap in snapshots:
+        if snap.kind == marks.TOTAL:
+            out.append(difference(snap, total))
+            total = snap
+        elif snap.kind == marks.SNAPSHOT:
+            seen = snap
+        elif total is not None and snap.kind is None:
+            last = difference(snap, total)
+            if last.maps:
+                out.append(last)
+        else:
+            out.append(snap)
+            seen = None
+    return Reports(out, seen)

@@ -102,26 +102,22 @@ class Reporter:
     def count(self) -> int:
         return self.series.count
 
-    def emit(self, parsed: dump.Dump, final_stamp: str | None = None,
-             limit: int | None = None) -> None:
+    def notes(self, parsed: dump.Dump) -> tuple[str, ...]:
+        """Say what a dump says (once each); the warnings its report carries."""
         said = report.dump_notes(parsed, "@", self.max_keys)
         for line in said:
             self.console.say_once(line)
-        for i, snap in enumerate(parsed.snapshots):
-            if limit is not None and self.count >= limit:
-                return
-            last = i == len(parsed.snapshots) - 1
-            self.snapshot(snap, snap.stamp or (final_stamp if last else None),
-                          report.warnings_of(said))
+        return report.warnings_of(said)
 
     def snapshot(self, snap: dump.Snapshot, stamp: str | None,
-                 warnings: tuple[str, ...] = ()) -> None:
+                 warnings: tuple[str, ...] = (), partial: bool | None = None) -> None:
         rows = report.rows_of(snap, "@", self.hostname)
         cmds = self.cmdlines(sorted({r.hist.pid for r in rows if r.hist.pid is not None}))
         self.missing_cmd.update(r.hist.pid for r in rows
                                 if r.hist.pid is not None and r.hist.pid not in cmds)
         now = time.monotonic()
-        period = report.Meta(duration=round(now - self._clock, 3), warnings=warnings)
+        period = report.Meta(duration=round(now - self._clock, 3), warnings=warnings,
+                             partial=partial)
         self._clock = now
         text = self.series.next([replace(r, cmd=cmds.get(r.hist.pid or -1)) for r in rows],
                                 stamp, period)
@@ -133,12 +129,14 @@ def now_stamp() -> str:
 
 
 # --------------------------------------------------------------------------
-# Feeds: what the program prints periodically, taken as it arrives.
+# Feeds: the cumulative dumps the program prints periodically (marks.py),
+# taken as they arrive.
 
 
 class IntervalFeed:
-    """Reports each interval as soon as its mark arrives; sets
-    ``flags.enough`` once ``count`` intervals are out."""
+    """Reports each interval as soon as its total arrives: what the map
+    gained since the total before.  Sets ``flags.enough`` once ``count``
+    intervals are out."""
 
     def __init__(self, session: trace.Session, reporter: Reporter, count: int | None,
                  flags: Flags) -> None:
@@ -146,45 +144,79 @@ class IntervalFeed:
         self.reporter = reporter
         self.count = count
         self.flags = flags
+        self.total: dump.Snapshot | None = None  # the last interval's total
 
     def tick(self) -> None:
         if self.flags.enough:
             return
-        taken = self.session.take_through(marks.INTERVAL)
+        taken = self.session.take_through(marks.TOTAL)
         if taken is None:
             return
-        self.reporter.emit(dump.parse(taken), limit=self.count)
-        if self.count is not None and self.reporter.count >= self.count:
-            self.flags.enough = True
+        parsed = dump.parse(taken)
+        warnings = self.reporter.notes(parsed)
+        for snap in parsed.snapshots:
+            if snap.kind == marks.TOTAL and not self.flags.enough:
+                self.reporter.snapshot(dump.difference(snap, self.total), snap.stamp, warnings)
+                self.total = snap
+                self.flags.enough = self.count is not None and self.reporter.count >= self.count
+
+    def finish(self, final: dump.Dump, warnings: tuple[str, ...]) -> None:
+        """The last, partial interval: what the final dump adds to the last
+        total (not reported if nothing, as -r of the raw output could not
+        show it either).  A run without intervals still gets a report."""
+        if self.flags.enough:
+            return
+        finals = [s for s in final.snapshots if s.kind is None]
+        if finals:
+            last = dump.difference(finals[-1], self.total)
+            if last.maps or self.reporter.count == 0:
+                self.reporter.snapshot(last, now_stamp(), warnings)
+        elif self.reporter.count == 0:
+            self.reporter.snapshot(dump.Snapshot(()), now_stamp(), warnings)
 
 
-class ProgressFeed:
-    """The one-line progress display on a terminal, refreshed by the
-    program's once-a-second print(@): elapsed time, writes and processes."""
+class SnapshotFeed:
+    """The once-a-second snapshots of a run without intervals: the last
+    one is kept, unparsed (parsing a big map every second is what costs),
+    for the report if bpftrace dies before its final dump; on a terminal
+    a quick count of it refreshes the progress line."""
 
-    def __init__(self, session: trace.Session, console: Console) -> None:
+    def __init__(self, session: trace.Session, console: Console, progress: bool) -> None:
         self.session = session
         self.console = console
+        self.progress = progress
         self.start = time.monotonic()
-        # What the progress prints said that the final report must still
-        # hear about: bpftrace 0.23+'s "Map full" blocks, lost events.
+        self.latest: bytes | None = None  # output through the last snapshot's mark
+        self.latest_at = 0.0
+        # What the snapshots said that the final report must still hear
+        # about: bpftrace 0.23+'s "Map full" blocks, lost events.
         self.dropped = 0
         self.lost_events = 0
 
     def tick(self) -> None:
-        taken = self.session.take_through(marks.PROGRESS)
+        taken = self.session.take_through(marks.SNAPSHOT)
         if taken is None:
             return
-        try:
-            parsed = dump.parse(taken)
-        except TcpwdistError:
-            return  # a progress line is not worth an error
-        self.dropped += parsed.dropped
-        self.lost_events += parsed.lost_events
-        hists = [p for s in parsed.snapshots for p in dump.processes(s)]
-        writes = sum(h.writes for h in hists)
-        self.console.progress(f"tracing {time.monotonic() - self.start:.0f} s: {writes:,} "
-                              f"writes from {len(hists)} processes (Ctrl-C to end)")
+        self.latest, self.latest_at = taken, time.monotonic()
+        self.dropped += taken.count(b"Map full")
+        self.lost_events += dump.lost_total(taken)
+        if self.progress:
+            writes, procs = dump.quick_totals(taken)
+            self.console.progress(
+                f"tracing {time.monotonic() - self.start:.0f} s: {writes:,} writes from "
+                f"{procs:,} {'process' if procs == 1 else 'processes'} (Ctrl-C to end)")
+
+    def seen(self) -> dump.Snapshot | None:
+        """The last snapshot that arrived, parsed."""
+        if self.latest is None:
+            return None
+        return dump.reports(dump.parse(self.latest).snapshots).partial
+
+    def heard(self, parsed: dump.Dump) -> dump.Dump:
+        """The final dump with what the snapshots said added."""
+        dropped = parsed.dropped + self.dropped
+        return replace(parsed, map_full=parsed.map_full or dropped > 0, dropped=dropped,
+                       lost_events=parsed.lost_events + self.lost_events)
 
 
 # --------------------------------------------------------------------------
@@ -201,9 +233,8 @@ def run(req: Request, console: Console) -> int:
                                hint="run it with sudo, or read a captured dump with -r FILE")
     facts = host.gather(req.bpftrace, req.probe)
     plan = program.plan(req.probe, facts.kernel, facts.bpftrace)
-    programs = [(p, program.generate(replace(req.program, probe=p,
-                                             version=facts.bpftrace.version,
-                                             progress=_progress_wanted(req, console))))
+    programs = [(p, program.generate(replace(req.program, probe=p, snapshots=True,
+                                             version=facts.bpftrace.version), header=False))
                 for p in plan.probes]
     with _raw_file(req.write_raw) as raw, SignalGuard() as flags:
         probe, session, failures = _attach(req, facts, programs, plan, raw, flags, console)
@@ -212,10 +243,10 @@ def run(req: Request, console: Console) -> int:
                 console.say(f"not using {p}: {why}")
             console.say(f"tracing with {program.PROBE_MEANINGS[probe]}")
             console.say_plain(TRACING)
+            start = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
             meta = report.Meta(source="live", host=socket.gethostname(),
                                kernel=facts.kernel.release, bpftrace=facts.bpftrace.text,
-                               probe=probe, start=datetime.datetime.now().astimezone()
-                               .isoformat(timespec="seconds"))
+                               probe=probe, size=program.SIZE_MEANINGS[probe], start=start)
             return _trace(req, flags, console, session, meta)
 
 
@@ -275,52 +306,66 @@ def _attach(req: Request, facts: host.Facts, programs: list[tuple[str, str]],
                   details=tuple(f"{p}: {why}" for p, why in failures))
 
 
-def _feeds(req: Request, session: trace.Session, reporter: Reporter, flags: Flags,
-           console: Console) -> tuple[IntervalFeed | None, ProgressFeed | None]:
-    interval = (IntervalFeed(session, reporter, req.count, flags)
-                if req.program.interval is not None else None)
-    progress = ProgressFeed(session, console) if _progress_wanted(req, console) else None
-    return interval, progress
-
-
 def _trace(req: Request, flags: Flags, console: Console, session: trace.Session,
            meta: report.Meta) -> int:
     """Trace with an attached session, stop it, and report."""
     recorder = procs.CmdlineRecorder()
     series = report.Series(req.report, meta, numbered=req.program.interval is not None)
     reporter = Reporter(series, console, meta.host or "", recorder.finish, req.max_keys)
-    interval, progress = _feeds(req, session, reporter, flags, console)
-    feeds = [f for f in (interval, progress) if f is not None]
+    interval = (IntervalFeed(session, reporter, req.count, flags)
+                if req.program.interval is not None else None)
+    snapshots = SnapshotFeed(session, console, _progress_wanted(req, console))
+    feed = interval or snapshots
 
     def tick() -> None:
         recorder.tick()
-        for feed in feeds:
-            feed.tick()
+        feed.tick()
 
     deadline = time.monotonic() + req.duration if req.duration else None
     session.trace(deadline, tick)
     console.clear_progress()
     ended_early = session.eof and not flags.stop
     session.stop()
+    ended_at = time.monotonic()
     outcome = session.outcome()
-    _check_outcome(outcome, ended_early, console)
+    for what in outcome.escalations:
+        console.say(f"warning: bpftrace did not stop on the interrupt: {what}")
+    feed.tick()  # what arrived while it stopped
+    # What the feeds did not take: the final dump.
+    parsed = snapshots.heard(dump.parse(session.output))
+    warnings = reporter.notes(parsed)
     if interval is not None:
-        interval.tick()  # intervals that arrived while stopping
-    # What the feeds did not take: the final dump (or the last partial interval).
-    parsed = dump.parse(session.output)
-    if progress is not None:
-        dropped = parsed.dropped + progress.dropped
-        parsed = replace(parsed, map_full=parsed.map_full or dropped > 0, dropped=dropped,
-                         lost_events=parsed.lost_events + progress.lost_events)
-    if not flags.enough:
-        if parsed.snapshots:
-            reporter.emit(parsed, final_stamp=now_stamp())
-        elif reporter.count == 0:
-            # A whole run with no writes: still a report, in the chosen
-            # format.  (An empty last partial interval after others is not
-            # reported, as `-r` of the raw output could not show it either.)
-            reporter.snapshot(dump.Snapshot(()), now_stamp())
-    return _closing_words(reporter, parsed, outcome, flags, console)
+        interval.finish(parsed, warnings)
+    else:
+        _final_report(parsed, snapshots, reporter, warnings, ended_at, console)
+    failure = _failure(outcome, ended_early, parsed)
+    if ended_early and failure is None:
+        console.say("note: bpftrace ended before tcpwdist stopped it (someone else stopped "
+                    "it?); its final dump was complete and is reported")
+    code = _closing_words(reporter, parsed, outcome, flags, console)
+    if failure is not None:
+        raise failure
+    return code
+
+
+def _final_report(parsed: dump.Dump, snapshots: SnapshotFeed, reporter: Reporter,
+                  warnings: tuple[str, ...], ended_at: float, console: Console) -> None:
+    """The report of a run without intervals: the final dump if bpftrace
+    printed it whole; else the last snapshot, labelled partial; else what
+    arrived of the final dump."""
+    finals = [s for s in parsed.snapshots if s.kind is None]
+    seen = None if finals and not parsed.cut else snapshots.seen()
+    if seen is not None:
+        age = ended_at - snapshots.latest_at
+        why = (f"partial report: bpftrace's final dump did not arrive whole; this is what "
+               f"was counted up to {seen.stamp} ({age:.1f} s before bpftrace ended)")
+        console.say(f"warning: {why}")
+        reporter.snapshot(seen, seen.stamp, warnings + (why,), partial=True)
+    elif finals:
+        reporter.snapshot(finals[-1], now_stamp(), warnings)
+    else:
+        # A whole run with no writes: still a report, in the chosen format.
+        reporter.snapshot(dump.Snapshot(()), now_stamp(), warnings)
 
 
 def _closing_words(reporter: Reporter, parsed: dump.Dump, outcome: trace.Outcome,
@@ -348,14 +393,19 @@ def cut_code(parsed: dump.Dump, console: Console) -> int:
     return ExitCode.OK
 
 
-def _check_outcome(outcome: trace.Outcome, ended_early: bool, console: Console) -> None:
-    for what in outcome.escalations:
-        console.say(f"warning: bpftrace did not stop on the interrupt: {what}")
+def _failure(outcome: trace.Outcome, ended_early: bool,
+             parsed: dump.Dump) -> BpftraceFailed | None:
+    """bpftrace's failure, if it failed: it died, was killed, or exited
+    badly.  Ending early with a complete final dump and exit 0 (stopped by
+    someone else's SIGTERM, say) is no failure.  A second Ctrl-C is the
+    user's, said apart."""
     if outcome.aborted:
-        return
-    if ended_early or outcome.signal_status is not None or outcome.exit_status not in (0, None):
-        how = (f"killed by signal {outcome.signal_status}" if outcome.signal_status
-               else f"exit status {outcome.exit_status}")
-        when = "while tracing" if ended_early else "after the interrupt"
-        raise BpftraceFailed(f"bpftrace ended {when} ({how})",
-                             details=trace.tail(outcome.output))
+        return None
+    bad_end = outcome.signal_status is not None or outcome.exit_status not in (0, None)
+    complete = any(s.kind is None for s in parsed.snapshots) and not parsed.cut
+    if not bad_end and (not ended_early or complete):
+        return None
+    how = (f"killed by signal {outcome.signal_status}" if outcome.signal_status
+           else f"exit status {outcome.exit_status}")
+    when = "while tracing" if ended_early else "after the interrupt"
+    return BpftraceFailed(f"bpftrace ended {when} ({how})", details=trace.tail(outcome.output))

@@ -2,35 +2,53 @@
 
 The generated program prints a mark after each periodic ``print(@)``, so
 that whoever reads the stream (the live run, ``-r`` of a ``-w`` file)
-knows where one dump ends and what it was for.  Each mark is spelled
-here once; the program writes it with :func:`time_format`, the reader
-finds it with :func:`last_end` or :data:`LINE_RE`.
+knows where one dump ends and what it was.  Each mark is spelled here
+once; the program prints it with :func:`statement`, the reader finds it
+with :func:`last_end` or :data:`LINE_RE`.
 
-``INTERVAL``
-    ends an interval's dump (the program then clears the map);
-``PROGRESS``
-    ends a dump printed once a second for the progress line: not a
-    report of its own.
+The map is never cleared: every periodic dump is the cumulative map, and
+what happened in between is the difference of two dumps, taken in user
+space (nothing is added per write, and no write that lands between a
+print and a clear is lost, as it was when the program cleared the map).
+
+``TOTAL``
+    the cumulative map at the end of an interval (interval reports);
+``SNAPSHOT``
+    the cumulative map, once a second: the progress line's numbers, and
+    the report of what was seen if bpftrace dies before its final dump.
+
+Read, never written any more (``-w`` files of earlier versions):
+``INTERVAL`` ended an interval's dump of a map cleared after it;
+``PROGRESS`` ended a progress print that was no report.
 """
 
 from __future__ import annotations
 
 import re
 
+TOTAL = "tcpwdist-total"
+SNAPSHOT = "tcpwdist-snapshot"
 INTERVAL = "tcpwdist-interval"
-PROGRESS = "tcpwdist-status"  # the spelling captures of earlier versions carry
-KINDS = (INTERVAL, PROGRESS)
+PROGRESS = "tcpwdist-status"
+KINDS = (TOTAL, SNAPSHOT, INTERVAL, PROGRESS)
+CUMULATIVE = (TOTAL, SNAPSHOT)
 
-_STAMP = r"\d\d:\d\d:\d\d"
+STRFTIME_SINCE = (0, 16, 0)  # strftime() with %f (microseconds), in printf
+
+# HH:MM:SS, and .ffffff where the program's bpftrace can print it.
+STAMP = r"\d\d:\d\d:\d\d(?:\.\d{1,6})?"
 #: A mark line in decoded text: groups "kind" and "stamp".
-LINE_RE = re.compile(rf"(?P<kind>{INTERVAL}|{PROGRESS}) (?P<stamp>{_STAMP})[ \t]*\r?(?:\n|\Z)")
-_BYTES_RE = {kind: re.compile(rb"^" + kind.encode() + rb" " + _STAMP.encode() + rb"[ \t]*\r?\n",
+LINE_RE = re.compile(rf"(?P<kind>{'|'.join(KINDS)}) (?P<stamp>{STAMP})[ \t]*\r?(?:\n|\Z)")
+_BYTES_RE = {kind: re.compile(rb"^" + kind.encode() + rb" " + STAMP.encode() + rb"[ \t]*\r?\n",
                               re.M) for kind in KINDS}
 
 
-def time_format(kind: str) -> str:
-    """The argument of the program's ``time()`` call that prints ``kind``."""
-    return f"{kind} %H:%M:%S\\n"
+def statement(kind: str, version: tuple[int, int, int]) -> str:
+    """The bpftrace statement that prints a ``kind`` mark line, stamped
+    with the wall-clock time (to the microsecond where bpftrace can)."""
+    if version >= STRFTIME_SINCE:
+        return f'printf("{kind} %s\\n", strftime("%H:%M:%S.%f", nsecs));'
+    return f'time("{kind} %H:%M:%S\\n");'
 
 
 def last_end(data: bytes | bytearray, kind: str, start: int = 0) -> int | None:

@@ -33,15 +33,24 @@ RAWTRACEPOINT_SINCE = (0, 21, 0)
 
 #: What each probe measures, for --help, README and the man page.
 PROBE_MEANINGS = {
-    "kprobe": "kprobe:tcp_sendmsg, size = bytes the application asked to write (arg2)",
+    "kprobe": "kprobe:tcp_sendmsg, size = bytes the application asked to write (arg2), "
+              "every call, failed ones included",
     "fentry": "fentry:tcp_sendmsg (kfunc before bpftrace 0.20), size = args.size, "
               "the same value; needs BTF and BPF trampolines",
     "rawtracepoint": "rawtracepoint:sock_send_length (bpftrace 0.21+: the tracepoint "
                      "without its perf-event path), size = bytes tcp_sendmsg accepted; "
-                     "TCP only, errors skipped; needs BTF",
+                     "TCP only, failed writes not counted; needs BTF",
     "tracepoint": "tracepoint:sock:sock_send_length, size = bytes tcp_sendmsg accepted "
-                  "(its return value); TCP only, errors skipped",
+                  "(its return value); TCP only, failed writes not counted",
 }
+
+#: What the size of a write is, per probe (the JSON report's "size").
+#: Measured with a non-blocking writer (tests/test_live.py): a send()
+#: refused with EAGAIN is a write of its full size to kprobe and fentry,
+#: and not a write to the tracepoints; one taken in part counts what was
+#: asked, or what was taken.
+SIZE_MEANINGS = {"kprobe": "asked", "fentry": "asked", "rawtracepoint": "accepted",
+                 "tracepoint": "accepted"}
 
 HEADER = """\
 #!/usr/bin/env bpftrace
@@ -90,7 +99,9 @@ class ProgramOptions:
     cgroup: str | None = None  # cgroup v2 directory
     interval: float | None = None  # seconds between print(@)s
     bytes: bool = False  # also sum the bytes: @bytes[pid, comm] = sum(size)
-    progress: bool = False  # print(@) once a second for the live progress line
+    # print(@) once a second (the live run): the progress line's numbers,
+    # and what was seen if bpftrace dies before its final dump.
+    snapshots: bool = False
 
 
 def parse_version(text: str) -> Version | None:
@@ -202,8 +213,11 @@ def validate(opts: ProgramOptions) -> None:
         validate_interval(opts.interval)
 
 
-def generate(opts: ProgramOptions = ProgramOptions()) -> str:
-    """The full program text (header comment included) for ``opts``.
+def generate(opts: ProgramOptions = ProgramOptions(), header: bool = True) -> str:
+    """The program text for ``opts``, with the header comment (what
+    --program prints and scripts/tcpwdist.bt is) or without it (what the
+    live run passes with -e: a short command line in ps, and bpftrace's
+    messages name the program's real line).
 
     Filters become one predicate, cheapest test first (pid and cgroup are
     registers, comm a 16-byte compare, ports two loads through the sock).
@@ -223,18 +237,20 @@ def generate(opts: ProgramOptions = ProgramOptions()) -> str:
     # The canonical map stays exactly as it is; --bytes adds a second one
     # (a second map update per write: see BENCHMARKS.md for its cost).
     extra = f" @bytes[pid, comm] = sum({probe.size});" if opts.bytes else ""
-    text = (f"{HEADER}{probe.point}{predicate} {{ @[pid, comm] = hist({probe.size});{extra} }}\n")
-    if opts.progress and opts.interval is None:
-        # The progress line's numbers: the map, once a second, not cleared.
-        # Nothing runs per write; the mark tells the reader what it was.
-        text += f'interval:s:1 {{ print(@); time("{marks.time_format(marks.PROGRESS)}"); }}\n'
+    text = (f"{HEADER if header else ''}{probe.point}{predicate} "
+            f"{{ @[pid, comm] = hist({probe.size});{extra} }}\n")
+    # Periodic dumps of the cumulative map, never cleared (marks.py):
+    # nothing runs per write, and a write between two prints is in the
+    # next one, not lost.  The mark after each tells the reader what it was.
+    also = " print(@bytes);" if opts.bytes else ""
     if opts.interval is not None:
         ms = round(validate_interval(opts.interval) * 1000)
         every = f"s:{ms // 1000}" if ms % 1000 == 0 else f"ms:{ms}"
-        # time() after print(@): its line closes each interval's dump.
-        also = " print(@bytes); clear(@bytes);" if opts.bytes else ""
-        text += (f'interval:{every} {{ print(@); clear(@);{also} '
-                 f'time("{marks.time_format(marks.INTERVAL)}"); }}\n')
+        text += (f"interval:{every} {{ print(@);{also} "
+                 f"{marks.statement(marks.TOTAL, opts.version)} }}\n")
+    elif opts.snapshots:
+        text += (f"interval:s:1 {{ print(@);{also} "
+                 f"{marks.statement(marks.SNAPSHOT, opts.version)} }}\n")
     return text
 
 

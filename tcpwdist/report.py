@@ -420,11 +420,15 @@ class Meta:
     kernel: str | None = None
     bpftrace: str | None = None
     probe: str | None = None
+    size: str | None = None  # "asked" or "accepted": what the probe's write size is
     start: str | None = None
     duration: float | None = None  # seconds the report covers
     # What the report's reader must know (the map was full, events were
     # lost): always in JSON, empty when all is well.
     warnings: tuple[str, ...] = ()
+    # True when bpftrace's final dump did not arrive whole and the report
+    # is its last snapshot (how old: in warnings).
+    partial: bool | None = None
 
     def merged(self, other: Meta) -> Meta:
         """This meta with the fields ``other`` has."""
@@ -495,8 +499,8 @@ def read_own_json(data: bytes, source: str) -> list[tuple[Meta, list[Row], str |
         try:
             doc = json.loads(line)
             rows = rows_from_json(doc)
-            meta = Meta(**{k: doc[k] for k in ("host", "kernel", "bpftrace", "probe", "start",
-                                               "duration") if k in doc})
+            meta = Meta(**{k: doc[k] for k in ("host", "kernel", "bpftrace", "probe", "size",
+                                               "start", "duration") if k in doc})
         except (ValueError, KeyError, TypeError, AttributeError):
             raise DumpError(f"{source}: not a tcpwdist JSON document", line=n) from None
         reports.append((meta, rows, doc.get("time")))

@@ -330,3 +330,19 @@ def test_lost_events_are_said(tcpwdist, tmp_path):
     assert "tcpwdist: warning: bpftrace lost 17 events" in done.err
     (tmp_path / "raw.txt").write_text("Attaching 1 probe...\n\n\nLost 3 events\n" + GLUE_DUMP)
     assert "bpftrace lost 3 events" in tcpwdist("-r", str(tmp_path / "raw.txt")).err
+
+
+def test_bpftrace_gets_the_program_without_its_header_comment(tcpwdist, tmp_path):
+    # A short command line in ps; --program still prints the whole thing.
+    record = tmp_path / "argv.json"
+    done = tcpwdist("--bpftrace", FAKE, "-d", "0.3", "-c", "nginx",
+                    env={"FAKE_MODE": "ok", "FAKE_RECORD": str(record)})
+    assert done.code == 0, done.err
+    argv = json.loads(record.read_text())["argv"]
+    program_text = argv[argv.index("-e") + 1]
+    assert program_text.startswith("tracepoint:sock:sock_send_length /") or \
+        program_text.startswith("kprobe:tcp_sendmsg /"), program_text
+    assert "/*" not in program_text and len(program_text.splitlines()) <= 3
+    shown = tcpwdist("--bpftrace", FAKE, "--program", "-c", "nginx").out
+    assert shown.startswith("#!/usr/bin/env bpftrace\n/*") and shown.endswith(
+        program_text.splitlines()[0] + "\n")

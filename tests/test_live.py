@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -196,7 +197,8 @@ def test_interval_reports_one_json_document_each(bt, tmp_path):
     docs = [json.loads(line) for line in out.decode().splitlines()]
     assert len(docs) >= 2
     assert [d["interval"] for d in docs] == list(range(1, len(docs) + 1))
-    assert all(len(d["time"]) == 8 for d in docs)
+    # Sub-second intervals get sub-second stamps (bpftrace 0.16+'s strftime).
+    assert all(re.fullmatch(r"\d\d:\d\d:\d\d\.\d{6}", d["time"]) for d in docs), docs
     assert counts(out, w) == {w.pids[0]: {1024: 9}}  # per interval, not cumulative
 
 
@@ -270,26 +272,6 @@ def test_sigkill_leaves_no_bpftrace_behind(bt):
         time.sleep(0.05)
 
 
-def test_status_line_on_a_terminal(bt, tmp_path):
-    """stderr a terminal: a status line refreshed about once a second, taken
-    from the running program, and cleared before the report."""
-    import pexpect
-    w = Workload(tmp_path, "64x12")
-    child = pexpect.spawn(sys.executable, ["-m", "tcpwdist", *bt.args, "-o", "json"],
-                          cwd=str(ROOT),
-                          timeout=60, dimensions=(24, 200))
-    child.expect("Hit Ctrl-C")
-    w.go()
-    child.expect(r"tracing \d+ s: [\d,]+ writes from \d+ processes")
-    child.expect(r"tracing \d+ s: [\d,]+ writes from \d+ processes")  # refreshed
-    child.sendintr()
-    child.expect(pexpect.EOF)
-    out = child.before.decode()
-    doc = json.loads(out[out.index('{"tcpwdist"'):].splitlines()[0])
-    [p] = [p for p in doc["processes"] if p["comm"] == w.comm]
-    assert p["writes"] == 12  # the status prints were not counted again
-
-
 def test_interval_run_and_its_raw_replay_give_the_same_intervals(bt, tmp_path):
     w = Workload(tmp_path, "2000x3,10x4")
     raw = tmp_path / "raw.txt"
@@ -307,3 +289,124 @@ def test_interval_run_and_its_raw_replay_give_the_same_intervals(bt, tmp_path):
 
     assert shape(live) == shape(replay.stdout)
     assert counts(live, w) == {w.pids[0]: {1024: 3, 8: 4}}
+
+
+def _log2(v: int) -> int:
+    return v if v < 2 else 1 << (v.bit_length() - 1)
+
+
+@pytest.mark.guest
+def test_kprobe_counts_sizes_asked_the_tracepoint_sizes_accepted(bt, tmp_path, capsys):
+    """A non-blocking writer whose sends are taken whole, in part, or
+    refused (EAGAIN), with its own tally of every send()'s result as the
+    truth: kprobe and fentry count every call at the size asked
+    (tcp_sendmsg's size argument); the tracepoints count what
+    tcp_sendmsg accepted (its return value), and skip the failures."""
+    ran = []
+    for probe in program.PROBES:
+        if not _can_run(probe, bt):
+            continue
+        gofile = tmp_path / f"go-{probe}"
+        name = f"nb-{uuid.uuid4().hex[:8]}"
+        writer = subprocess.Popen([sys.executable, str(ROOT / "tests" / "workload.py"), "--comm",
+                                   name, "--nonblock", "100x3,65536x30,1000x5",
+                                   "--go", str(gofile)], stdout=subprocess.PIPE)
+        assert writer.stdout is not None
+        pid = json.loads(writer.stdout.readline())["pid"]
+        proc, _ = start(bt, "-o", "json", "--probe", probe, "-c", name)
+        gofile.touch()
+        sends = json.loads(writer.stdout.readline())["sends"]
+        assert writer.wait(timeout=60) == 0
+        out, _ = stop(proc)
+        got = {p: per for (p, _), per in buckets(docs_of(out), name).items()}
+        asked: dict[int, int] = {}
+        accepted: dict[int, int] = {}
+        for size, result in sends:
+            asked[_log2(size)] = asked.get(_log2(size), 0) + 1
+            if result >= 0:
+                accepted[_log2(result)] = accepted.get(_log2(result), 0) + 1
+        assert any(r < 0 for _, r in sends) and any(0 <= r < s for s, r in sends), sends
+        want = asked if probe in ("kprobe", "fentry") else accepted
+        assert got == {pid: want}, (probe, sends)
+        ran.append(probe)
+        with capsys.disabled():
+            print(f"\n{bt.text}, {probe}: {sum(want.values())} writes counted of "
+                  f"{len(sends)} send() calls ({sum(r < 0 for _, r in sends)} EAGAIN, "
+                  f"{sum(0 <= r < s for s, r in sends)} partial)")
+    assert ran, "no probe can run here"
+
+
+@pytest.mark.parametrize("writes,interval", [(1_000_000, "1"), (300_000, "0.1")],
+                         ids=["1e6-at-1s", "3e5-at-0.1s"])
+def test_intervals_add_up_to_every_write(bt, tmp_path, writes, interval):
+    """The map is never cleared: each interval is the difference of two
+    cumulative dumps, so no write between a print and a clear is lost."""
+    w = Workload(tmp_path, f"64x{writes}")
+    proc, _ = start(bt, "-o", "json", "-c", w.comm, interval)
+    w.go()
+    time.sleep(2 * float(interval) + 0.5)  # the writes' last interval is out
+    out, _ = stop(proc)
+    docs = docs_of(out)
+    assert counts(out, w) == {w.pids[0]: {64: writes}}
+    assert [d["interval"] for d in docs] == list(range(1, len(docs) + 1))
+    assert len(docs) >= 3 and sum(d["processes"] != [] for d in docs) >= 2  # spread over several
+
+
+def _bpftrace_of(proc: subprocess.Popen) -> int:
+    [child] = _children(proc.pid)  # tcpwdist's one child: the bpftrace it started
+    return child
+
+
+def test_a_killed_bpftrace_leaves_the_last_snapshot(bt, tmp_path):
+    w = Workload(tmp_path, "1000x23,1x7")
+    proc, _ = start(bt, "-o", "json")  # no terminal: as under nohup, -o json > file
+    w.go()
+    time.sleep(2.5)  # a snapshot after the writes (they come once a second)
+    os.kill(_bpftrace_of(proc), signal.SIGKILL)  # the OOM killer, say
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == ExitCode.BPFTRACE_FAILED, err
+    [doc] = docs_of(out)
+    assert counts(out, w) == {w.pids[0]: {512: 23, 1: 7}}
+    assert doc["partial"] is True and any("partial report" in x for x in doc["warnings"])
+    err = err.decode()
+    assert "tcpwdist: warning: partial report" in err
+    assert "tcpwdist: error: bpftrace ended while tracing (killed by signal 9)" in err
+
+
+def test_second_ctrl_c_reports_the_last_snapshot(bt, tmp_path):
+    w = Workload(tmp_path, "4096x5")
+    proc, _ = start(bt, "-o", "json")
+    w.go()
+    time.sleep(2.5)
+    bpftrace = _bpftrace_of(proc)
+    os.kill(bpftrace, signal.SIGSTOP)  # a dump that takes its time
+    try:
+        proc.send_signal(signal.SIGINT)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)  # the user gives up waiting
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if not _gone(bpftrace):
+            os.kill(bpftrace, signal.SIGCONT)
+    assert proc.returncode == ExitCode.BAD_DUMP, err
+    [doc] = docs_of(out)
+    assert doc["partial"] is True and counts(out, w) == {w.pids[0]: {4096: 5}}
+    assert b"stopped waiting for bpftrace's report (second Ctrl-C)" in err
+
+
+def test_progress_line_tells_the_true_number(bt, tmp_path):
+    import pexpect
+    w = Workload(tmp_path, "64x12,5000x3")
+    child = pexpect.spawn(sys.executable, ["-m", "tcpwdist", *bt.args, "-o", "json", "-c",
+                                           w.comm], cwd=str(ROOT), timeout=60,
+                          dimensions=(24, 200))
+    child.expect("Hit Ctrl-C")
+    w.go()
+    # Within a second or two of the writes: all 15 of them, from 1 process.
+    child.expect(r"tracing \d+ s: 15 writes from 1 process \(Ctrl-C to end\)", timeout=10)
+    child.sendintr()
+    child.expect(pexpect.EOF)
+    out = child.before.decode()
+    doc = json.loads(out[out.index('{"tcpwdist"'):].splitlines()[0])
+    assert [p["writes"] for p in doc["processes"]] == [15]  # the report, once
+    assert out.count('{"tcpwdist"') == 1

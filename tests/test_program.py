@@ -182,10 +182,15 @@ def test_installed_bpftrace_compiles_every_variant(probe, tmp_path):
     assert 'comm == "\\"}END{exit()}\\\\"' in path.read_text()
 
 
-def test_progress_probe_runs_once_a_second_not_per_write():
-    text = body(program.ProgramOptions("tracepoint", progress=True))
-    per_write, progress = text.splitlines()
+def test_snapshots_run_once_a_second_not_per_write_and_nothing_is_cleared():
+    text = body(program.ProgramOptions("tracepoint", snapshots=True))
+    per_write, snapshot = text.splitlines()
     assert per_write == body(program.ProgramOptions("tracepoint")).strip()
-    assert progress == 'interval:s:1 { print(@); time("tcpwdist-status %H:%M:%S\\n"); }'
-    # interval reports are their own progress: no progress probe with them
-    assert "tcpwdist-status" not in body(program.ProgramOptions(progress=True, interval=2))
+    assert snapshot == ('interval:s:1 { print(@); printf("tcpwdist-snapshot %s\\n", '
+                        'strftime("%H:%M:%S.%f", nsecs)); }')
+    # An interval run's totals are its snapshots; bpftrace before 0.16 has
+    # no strftime %f: whole seconds.
+    old = body(program.ProgramOptions("tracepoint", (0, 15, 0), snapshots=True, interval=2))
+    assert old.splitlines()[1] == 'interval:s:2 { print(@); time("tcpwdist-total %H:%M:%S\\n"); }'
+    assert "clear(" not in old and "clear(" not in body(
+        program.ProgramOptions(interval=0.5, bytes=True))

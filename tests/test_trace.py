@@ -137,18 +137,20 @@ def test_environment_reaches_bpftrace(tmp_path):
 def test_take_through_a_mark_trims_the_output_but_not_the_raw_file():
     raw = io.BytesIO()
     # The fake prints its dump and an interval mark every 0.2 s.
-    s = trace.Session(FAKE, ["-e", "interval:ms:200 { }"], {"FAKE_MODE": "ok"}, FAST, raw)
+    s = trace.Session(FAKE, ["-e", 'interval:ms:200 { print(@); printf("tcpwdist-total %s\\n", '
+                                   'strftime("%H:%M:%S.%f", nsecs)); }'],
+                      {"FAKE_MODE": "ok"}, FAST, raw)
     with s:
         s.wait_attached(version_has_notice=True)
-        assert s.take_through(marks.INTERVAL) is None  # no mark yet
+        assert s.take_through(marks.TOTAL) is None  # no mark yet
         deadline = time.monotonic() + 5
         taken = None
         while taken is None and time.monotonic() < deadline:
             s.trace(time.monotonic() + 0.1)
-            taken = s.take_through(marks.INTERVAL)
+            taken = s.take_through(marks.TOTAL)
         assert taken is not None and taken.rstrip().split(b"\n")[-1].startswith(
-            b"tcpwdist-interval ")
-        assert b"tcpwdist-interval" not in s.output  # nothing after the last mark is lost
+            b"tcpwdist-total ")
+        assert b"tcpwdist-total" not in s.output  # nothing after the last mark is lost
         s.stop()
         out = s.outcome()
     assert raw.getvalue().startswith(taken) and raw.getvalue().endswith(out.output)

@@ -3,6 +3,7 @@
 
     workload.py --comm NAME --writes 1000x23,1x7 [--procs N] [--go FILE]
                 [--ipv6] [--cgroup DIR]
+    workload.py --comm NAME --nonblock 65536x40 [--go FILE]
 
 Each of N processes renames itself (prctl PR_SET_NAME, so bpftrace's comm
 is NAME), connects to a loopback sink and makes each listed write with
@@ -10,6 +11,13 @@ one blocking send(2), checking that the kernel took it whole.  It prints
 one JSON line per process as soon as it is ready (pid, comm, sink port),
 and with --go waits for FILE to exist before writing, so a test can
 start tracing first.  --cgroup moves the writers into that cgroup v2.
+
+--nonblock: one process sends each listed size on a non-blocking socket
+to a sink that reads nothing until the sends are done, so the kernel
+takes some sends whole, some in part and refuses the rest (EAGAIN).  It
+prints, after its ready line, one JSON line with every send's size asked
+and result (bytes taken, or -11 for EAGAIN): the truth about what was
+asked and what was accepted.
 """
 
 from __future__ import annotations
@@ -32,13 +40,17 @@ def set_comm(name: bytes) -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NAME)")
 
 
-def sink(ipv6: bool = False) -> tuple:
-    """A loopback server that reads and discards everything, in a thread."""
+def sink(ipv6: bool = False, hold: threading.Event | None = None) -> tuple:
+    """A loopback server that reads and discards everything, in a thread
+    (once ``hold`` is set, if given)."""
     srv = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_STREAM)
     srv.bind(("::1" if ipv6 else "127.0.0.1", 0))
     srv.listen(512)
 
     def serve(conn: socket.socket) -> None:
+        if hold is not None:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            hold.wait()
         with conn:
             while conn.recv(1 << 20):
                 pass
@@ -70,16 +82,46 @@ def write_all(addr: tuple, writes: list[tuple[int, int]]) -> None:
                     raise SystemExit(f"short send: {sent} of {size}")
 
 
+def nonblocking(args: argparse.Namespace) -> int:
+    """Sends on a non-blocking socket into a sink that does not read yet."""
+    hold = threading.Event()
+    addr = sink(args.ipv6, hold)
+    s = socket.socket(socket.AF_INET6 if args.ipv6 else socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    s.connect(addr[:2])
+    s.setblocking(False)
+    set_comm(args.comm.encode())
+    print(json.dumps({"pid": os.getpid(), "comm": args.comm, "port": addr[1]}), flush=True)
+    if args.go:
+        while not os.path.exists(args.go):
+            time.sleep(0.01)
+    tally = []
+    for size, times in parse_writes(args.nonblock):
+        payload = b"w" * size
+        for _ in range(times):
+            try:
+                tally.append([size, s.send(payload)])
+            except BlockingIOError as exc:
+                tally.append([size, -exc.errno])
+    hold.set()
+    print(json.dumps({"sends": tally}), flush=True)
+    s.close()
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--comm", required=True)
-    ap.add_argument("--writes", required=True)
+    ap.add_argument("--writes")
     ap.add_argument("--procs", type=int, default=1)
     ap.add_argument("--go", help="wait for this file to exist before writing")
     ap.add_argument("--ipv6", action="store_true")
     ap.add_argument("--cgroup", help="a cgroup v2 directory to move the writers into")
     ap.add_argument("--linger", type=float, default=0.0, help="seconds to live after writing")
+    ap.add_argument("--nonblock", help="sizes to send on a non-blocking socket (see above)")
     args = ap.parse_args()
+    if args.nonblock:
+        return nonblocking(args)
     writes = parse_writes(args.writes)
     addr = sink(args.ipv6)
     # Writers block on this pipe; the parent closes it on --go, releasing
