@@ -188,6 +188,7 @@ class SnapshotFeed:
         self.start = time.monotonic()
         self.latest: bytes | None = None  # output through the last snapshot's mark
         self.latest_at = 0.0
+        self._next_count = 0.0  # when the progress line may be counted again
         # What the snapshots said that the final report must still hear
         # about: bpftrace 0.23+'s "Map full" blocks, lost events.
         self.dropped = 0
@@ -200,8 +201,12 @@ class SnapshotFeed:
         self.latest, self.latest_at = taken, time.monotonic()
         self.dropped += taken.count(b"Map full")
         self.lost_events += dump.lost_total(taken)
-        if self.progress:
+        if self.progress and self.latest_at >= self._next_count:
             writes, procs = dump.quick_totals(taken)
+            # At most 1% of a core on the count: a big map's line is
+            # refreshed less often (60,000 entries: every 6 s or so;
+            # 10,000: every second).  BENCHMARKS.md has the numbers.
+            self._next_count = time.monotonic() + 100 * (time.monotonic() - self.latest_at)
             self.console.progress(
                 f"tracing {time.monotonic() - self.start:.0f} s: {writes:,} writes from "
                 f"{procs:,} {'process' if procs == 1 else 'processes'} (Ctrl-C to end)")
