@@ -122,3 +122,12 @@ def test_group_by_comm_in_text_formats(tcpwdist):
     text = done.out
     assert " COMM: web content  (2 processes)" in text
     assert max(len(line) for line in text.splitlines()) <= 80
+
+
+def test_the_typed_meta_is_what_the_schema_describes():
+    per_report = {"tcpwdist", "processes", "time", "interval", "group_by"}  # the series adds
+    described = set(SCHEMA["properties"]) - per_report
+    assert set(report.META_FIELDS) == described
+    full = report.Meta("live", None, "h", "6.1", "bpftrace v0.17.0", "rawtracepoint",
+                       "accepted", "2026-12-01T10:00:00+00:00", 1.5, ("w",), True)
+    jsonschema.validate({"tcpwdist": 1, **full.fields(), "processes": []}, SCHEMA)

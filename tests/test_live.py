@@ -349,7 +349,9 @@ def test_intervals_add_up_to_every_write(bt, tmp_path, writes, interval):
     docs = docs_of(out)
     assert counts(out, w) == {w.pids[0]: {64: writes}}
     assert [d["interval"] for d in docs] == list(range(1, len(docs) + 1))
-    assert len(docs) >= 3 and sum(d["processes"] != [] for d in docs) >= 2  # spread over several
+    assert len(docs) >= 3
+    if interval == "0.1":  # 300,000 sends take several intervals: the sum crosses them
+        assert sum(d["processes"] != [] for d in docs) >= 2
 
 
 def _bpftrace_of(proc: subprocess.Popen) -> int:
