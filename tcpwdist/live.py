@@ -166,9 +166,8 @@ class IntervalFeed:
         show it either).  A run without intervals still gets a report."""
         if self.flags.enough:
             return
-        finals = [s for s in final.snapshots if s.kind is None]
-        if finals:
-            last = dump.difference(finals[-1], self.total)
+        if final.final is not None:
+            last = dump.difference(final.final, self.total)
             if last.maps or self.reporter.count == 0:
                 self.reporter.snapshot(last, now_stamp(), warnings)
         elif self.reporter.count == 0:
@@ -199,7 +198,7 @@ class SnapshotFeed:
         if taken is None:
             return
         self.latest, self.latest_at = taken, time.monotonic()
-        self.dropped += taken.count(b"Map full")
+        self.dropped += dump.dropped_total(taken)
         self.lost_events += dump.lost_total(taken)
         if self.progress and self.latest_at >= self._next_count:
             writes, procs = dump.quick_totals(taken)
@@ -335,9 +334,14 @@ def _trace(req: Request, flags: Flags, console: Console, session: trace.Session,
     outcome = session.outcome()
     for what in outcome.escalations:
         console.say(f"warning: bpftrace did not stop on the interrupt: {what}")
-    feed.tick()  # what arrived while it stopped
-    # What the feeds did not take: the final dump.
-    parsed = snapshots.heard(dump.parse(session.output))
+    # What the feeds did not take: the final dump.  Its mark lines are the
+    # interval probe firing while bpftrace printed it (0.22+ streams maps
+    # entry by entry: seen to cut a 320-process dump in two), not ends of
+    # dumps: taking them would report a part of the final dump.  A print
+    # that ended just before the interrupt still stands apart (the final
+    # dump repeats its keys), or adds to the last, partial interval.
+    rest = marks.without(session.output, marks.TOTAL, marks.SNAPSHOT)
+    parsed = snapshots.heard(dump.parse(rest))
     warnings = reporter.notes(parsed)
     if interval is not None:
         interval.finish(parsed, warnings)
@@ -358,16 +362,15 @@ def _final_report(parsed: dump.Dump, snapshots: SnapshotFeed, reporter: Reporter
     """The report of a run without intervals: the final dump if bpftrace
     printed it whole; else the last snapshot, labelled partial; else what
     arrived of the final dump."""
-    finals = [s for s in parsed.snapshots if s.kind is None]
-    seen = None if finals and not parsed.cut else snapshots.seen()
+    seen = None if parsed.complete else snapshots.seen()
     if seen is not None:
         age = ended_at - snapshots.latest_at
         why = (f"partial report: bpftrace's final dump did not arrive whole; this is what "
                f"was counted up to {seen.stamp} ({age:.1f} s before bpftrace ended)")
         console.say(f"warning: {why}")
         reporter.snapshot(seen, seen.stamp, warnings + (why,), partial=True)
-    elif finals:
-        reporter.snapshot(finals[-1], now_stamp(), warnings)
+    elif parsed.final is not None:
+        reporter.snapshot(parsed.final, now_stamp(), warnings)
     else:
         # A whole run with no writes: still a report, in the chosen format.
         reporter.snapshot(dump.Snapshot(()), now_stamp(), warnings)
@@ -407,8 +410,7 @@ def _failure(outcome: trace.Outcome, ended_early: bool,
     if outcome.aborted:
         return None
     bad_end = outcome.signal_status is not None or outcome.exit_status not in (0, None)
-    complete = any(s.kind is None for s in parsed.snapshots) and not parsed.cut
-    if not bad_end and (not ended_early or complete):
+    if not bad_end and (not ended_early or parsed.complete):
         return None
     how = (f"killed by signal {outcome.signal_status}" if outcome.signal_status
            else f"exit status {outcome.exit_status}")

@@ -51,6 +51,13 @@ def statement(kind: str, version: tuple[int, int, int]) -> str:
     return f'time("{kind} %H:%M:%S\\n");'
 
 
+def without(data: bytes, *kinds: str) -> bytes:
+    """``data`` with its ``kinds`` mark lines removed."""
+    for kind in kinds:
+        data = _BYTES_RE[kind].sub(b"", data)
+    return data
+
+
 def last_end(data: bytes | bytearray, kind: str, start: int = 0) -> int | None:
     """Where the last complete ``kind`` mark line in ``data[start:]`` ends,
     if any.  A reader that remembers how far it looked passes ``start``,
