@@ -127,6 +127,16 @@ class Dump:
     # The bpftrace era the JSON keys told us about, when they did.
     era: str | None = field(default=None)
 
+    @property
+    def final(self) -> Snapshot | None:
+        """The last plain dump (no tcpwdist mark closed it): a run's final one."""
+        return next((s for s in reversed(self.snapshots) if s.kind is None), None)
+
+    @property
+    def complete(self) -> bool:
+        """bpftrace's final dump arrived whole."""
+        return self.final is not None and not self.cut
+
 
 # --------------------------------------------------------------------------
 # Bucket labels.
@@ -338,6 +348,7 @@ _ECHO_RE = re.compile(r"^\^C(?=[@{]|[ \t]*$)", re.M)
 _ATTACH_RE = re.compile(
     rf"^{_ANSI}(?:Attaching \d+ probes?\.\.\.|Attached \d+ probes?)[^\n]*\n?", re.M)
 _JSON_RE = re.compile(r'^[ \t]*\{"type": ?"', re.M)
+MAP_FULL = "Map full"  # what bpftrace 0.23+ says of each update it dropped
 _LOST_RE = re.compile(rf"{_ANSI}Lost (\d+) events")
 
 
@@ -480,7 +491,7 @@ def _parse_text(text: str, attach: re.Match[str] | None) -> Dump:
         elif isinstance(item, _Mark):
             builder.mark(item.kind, item.stamp)
         elif isinstance(item, _Noise):
-            dropped += "Map full" in item.line
+            dropped += MAP_FULL in item.line
             lost += lost_count(item.line)
         else:
             cut = cut or f"the last line ({_shown(item.line[:40])})"
@@ -503,6 +514,11 @@ _HEADER_START_RE = re.compile(rb"^@\[", re.M)
 def lost_total(data: bytes) -> int:
     """The events bpftrace said it lost in ``data``."""
     return sum(int(n) for n in _LOST_BYTES_RE.findall(data))
+
+
+def dropped_total(data: bytes) -> int:
+    """The map updates bpftrace said it dropped in ``data``."""
+    return data.count(MAP_FULL.encode())
 
 
 def quick_totals(data: bytes) -> tuple[int, int]:

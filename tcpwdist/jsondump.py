@@ -14,7 +14,8 @@ import re
 from typing import NamedTuple
 
 from tcpwdist import marks
-from tcpwdist.dump import (Bucket, Builder, Dump, Entry, HistEntry, ValueEntry, lost_count)
+from tcpwdist.dump import (MAP_FULL, Bucket, Builder, Dump, Entry, HistEntry, ValueEntry,
+                           lost_count)
 from tcpwdist.errors import DumpError
 
 _FFFF_RE = re.compile(r"\uffff[fF]{2}([0-9a-fA-F]{2})")
@@ -91,7 +92,7 @@ def _json_records(text: str) -> _Records:
     for n, line in enumerate(lines, 1):
         s = line.strip()
         if not s.startswith("{"):  # blank lines, log lines, ^C
-            dropped += "Map full" in s
+            dropped += MAP_FULL in s
             lost += lost_count(s)
             continue
         try:
@@ -153,7 +154,7 @@ def parse_json(text: str) -> Dump:
             _json_time(builder, data)
         elif typ == "lost_events":
             lost += int(rec.get("count", (data or {}).get("events", 0)))
-        elif typ == "helper_error" and ("Map full" in str(rec.get("msg", ""))
+        elif typ == "helper_error" and (MAP_FULL in str(rec.get("msg", ""))
                                         or rec.get("helper") == "map_update_elem"):
             dropped += 1
     builder.flush()
