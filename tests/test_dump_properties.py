@@ -155,11 +155,19 @@ def test_json_dumps_round_trip(procs, era):
     assert parsed(json_dump(procs, era)) == expected(procs)
 
 
+# 0.24+ JSON drops the spaces of a comm; only printable ASCII without quote
+# or backslash round-trips there (see dump.py). Drawn directly, not filtered:
+# filtering random bytes rejects nearly every example.
+plain_comms = st.text(
+    alphabet=[chr(b) for b in range(0x21, 0x7F) if chr(b) not in '"\\'], max_size=15,
+).map(str.encode)
+plain_processes = st.lists(st.tuples(st.integers(1, 4194304), plain_comms, hists),
+                           min_size=1, max_size=6, unique_by=lambda p: p[0])
+
+
 @SETTINGS
-@given(procs=processes)
+@given(procs=plain_processes)
 def test_json_024_strips_spaces(procs):
-    procs = [(p, c.replace(b" ", b""), h) for p, c, h in procs]
-    assume(all(all(0x20 < b < 0x7F and b not in b'"\\' for b in c) for _, c, _ in procs))
     assert parsed(json_dump(procs, "0.24")) == expected(procs)
 
 
