@@ -503,35 +503,6 @@ def _parse_text(text: str, attach: re.Match[str] | None) -> Dump:
                 cut=cut, map_full=dropped > 0, dropped=dropped, lost_events=lost)
 
 
-_LOST_BYTES_RE = re.compile(rb"Lost (\d+) events")
-# A bucket row's count (after its label's closing bracket), and a header
-# of map @: enough to count, not to read.  (This pattern measured 63 ms
-# on a 60,000-row dump, half what a line-anchored one took.)
-_ROW_COUNT_RE = re.compile(rb"[\])] +(\d+) \|")
-_HEADER_START_RE = re.compile(rb"^@\[", re.M)
-
-
-def lost_total(data: bytes) -> int:
-    """The events bpftrace said it lost in ``data``."""
-    return sum(int(n) for n in _LOST_BYTES_RE.findall(data))
-
-
-def dropped_total(data: bytes) -> int:
-    """The map updates bpftrace said it dropped in ``data``."""
-    return data.count(MAP_FULL.encode())
-
-
-def quick_totals(data: bytes) -> tuple[int, int]:
-    """(writes, processes) of the last dump in ``data`` (output through a
-    mark), by counting, not parsing: cheap enough for a map of 60,000
-    entries each second, and exact for tcpwdist's own program."""
-    end = data.rfind(b"\n", 0, max(0, len(data) - 1))  # before the last (mark) line
-    start = max(data.rfind(m.encode() + b" ", 0, end) for m in marks.CUMULATIVE)
-    last = data[start + 1:end] if start >= 0 else data[:end]
-    writes = sum(map(int, _ROW_COUNT_RE.findall(last)))
-    return writes, len(_HEADER_START_RE.findall(last))
-
-
 def lost_count(line: str) -> int:
     """N of a "Lost N events" line (0 for any other line)."""
     m = _LOST_RE.match(line)

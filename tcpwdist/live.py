@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import BinaryIO, Callable
 
-from tcpwdist import dump, host, marks, procs, program, report, trace
+from tcpwdist import dump, host, marks, procs, program, report, scan, trace
 from tcpwdist.console import Console
 from tcpwdist.errors import (BpftraceFailed, ExitCode, NoProbe, PermissionDenied, TcpwdistError,
                              UsageError)
@@ -188,6 +188,8 @@ class SnapshotFeed:
         self.latest: bytes | None = None  # output through the last snapshot's mark
         self.latest_at = 0.0
         self._next_count = 0.0  # when the progress line may be counted again
+        self._scan = scan.SnapshotScan()
+        self._counted = False  # the progress line was counted once
         # What the snapshots said that the final report must still hear
         # about: bpftrace 0.23+'s "Map full" blocks, lost events.
         self.dropped = 0
@@ -198,17 +200,25 @@ class SnapshotFeed:
         if taken is None:
             return
         self.latest, self.latest_at = taken, time.monotonic()
-        self.dropped += dump.dropped_total(taken)
-        self.lost_events += dump.lost_total(taken)
-        if self.progress and self.latest_at >= self._next_count:
-            writes, procs = dump.quick_totals(taken)
-            # At most 1% of a core on the count: a big map's line is
-            # refreshed less often (60,000 entries: every 6 s or so;
-            # 10,000: every second).  BENCHMARKS.md has the numbers.
-            self._next_count = time.monotonic() + 100 * (time.monotonic() - self.latest_at)
-            self.console.progress(
-                f"tracing {time.monotonic() - self.start:.0f} s: {writes:,} writes from "
-                f"{procs:,} {'process' if procs == 1 else 'processes'} (Ctrl-C to end)")
+        if not (self.progress and self.latest_at >= self._next_count):
+            self.dropped += scan.dropped_total(taken)
+            self.lost_events += scan.lost_total(taken)
+            return
+        counted = self._scan(taken)
+        self.dropped += counted.dropped
+        self.lost_events += counted.lost
+        # At most 2% of a core on the count: only what changed is counted
+        # again, and should a big map change everywhere at once its line
+        # is refreshed less often (60,000 entries all changing: every 10 s
+        # or so).  The first count, where everything is new, is a one-off
+        # and does not set the pace.  BENCHMARKS.md has the numbers.
+        if self._counted:
+            self._next_count = time.monotonic() + 50 * (time.monotonic() - self.latest_at)
+        self._counted = True
+        writes, procs = counted.writes, counted.processes
+        self.console.progress(
+            f"tracing {time.monotonic() - self.start:.0f} s: {writes:,} writes from "
+            f"{procs:,} {'process' if procs == 1 else 'processes'} (Ctrl-C to end)")
 
     def seen(self) -> dump.Snapshot | None:
         """The last snapshot that arrived, parsed."""

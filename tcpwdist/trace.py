@@ -13,8 +13,10 @@ ends it: no bpftrace is left behind with probes attached.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import select
 import signal
 import time
 from dataclasses import dataclass, field
@@ -93,6 +95,10 @@ def tail(output: bytes, lines: int = 4) -> tuple[str, ...]:
     return tuple(kept[-lines:])
 
 
+# The most one read takes before the feeds look at it again.
+_READ_MOST = 1 << 20
+
+
 class Session:
     """One bpftrace process under a pty.
 
@@ -126,7 +132,8 @@ class Session:
         except pexpect.ExceptionPexpect as exc:
             raise BpftraceMissing(f"cannot run {bpftrace}: {exc}".splitlines()[0],
                                   hint=INSTALL_HINT) from None
-        self.child.logfile_read = raw_log
+        self.raw_log = raw_log
+        os.set_blocking(self.child.child_fd, False)  # _read reads until the pty is empty
 
     # -- reading ---------------------------------------------------------
 
@@ -145,23 +152,44 @@ class Session:
             # Next time look again only where a mark may still complete.
             self._scanned[kind] = max(0, len(self._buffer) - 64)
             return None
-        taken = bytes(self._buffer[:end])
+        taken = bytes(memoryview(self._buffer)[:end])
         del self._buffer[:end]
         self._scanned.clear()
         return taken
 
     def _read(self, timeout: float) -> bytes:
-        """Whatever arrives within ``timeout`` (b"" if nothing; sets eof)."""
+        """Whatever arrives within ``timeout`` (b"" if nothing; sets eof).
+
+        Read from the pty directly, not through pexpect's read_nonblocking:
+        a pty hands over about 4 KiB a read, and a 60,000-entry map printed
+        once a second is 5 MB, so the layers above each os.read() are what
+        the progress line costs (BENCHMARKS.md)."""
         if self.eof:
             return b""
-        try:
-            data = self.child.read_nonblocking(65536, timeout=timeout)
-        except pexpect.TIMEOUT:
+        fd = self.child.child_fd
+        if not select.select([fd], [], [], timeout)[0]:
             return b""
-        except pexpect.EOF:
-            self.eof = True
-            return b""
+        chunks: list[bytes] = []
+        size = 0
+        while size < _READ_MOST:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:  # the fd is non-blocking: all read
+                break
+            except OSError as exc:  # Linux: EIO once the pty's other side is closed
+                if exc.errno != errno.EIO:
+                    raise
+                data = b""
+            if not data:
+                self.eof = True
+                break
+            chunks.append(data)
+            size += len(data)
+        data = b"".join(chunks)
         self._buffer += data
+        if self.raw_log is not None and data:
+            self.raw_log.write(data)
+            self.raw_log.flush()
         return data
 
     # -- phases ----------------------------------------------------------

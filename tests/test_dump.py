@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CAPTURES, FIXTURES, capture_id, expected_buckets, folded, truth_for
-from tcpwdist import dump
+from tcpwdist import dump, marks, scan
 from tcpwdist.errors import DumpError
 
 
@@ -371,3 +371,41 @@ def test_an_empty_maps_piped_dump_of_024_is_an_empty_dump():
     parsed = dump.parse((FIXTURES / "0.27.1" / "empty.pipe.txt").read_bytes())
     assert parsed.recognised and parsed.snapshots == ()
     assert not dump.parse(b"").recognised  # no output at all is not a dump
+
+
+# The progress line's count of each snapshot (scan.SnapshotScan): not a
+# parse, but it must agree with one.
+SINGLE_DUMPS = [c for c in CAPTURES
+                if "json" not in c.name and "interval" not in c.name and "empty" not in c.name]
+SINGLE_DUMPS += sorted(p for p in (FIXTURES / "captured").glob("*-fullmap.*.txt")
+                       if not p.name.endswith(".stderr.txt"))
+
+
+def with_mark(raw: bytes, stamp: str = "12:00:01.000000") -> bytes:
+    newline = b"\r\n" if b"\r\n" in raw else b"\n"
+    return raw + f"{marks.SNAPSHOT} {stamp}".encode() + newline
+
+
+@pytest.mark.parametrize("capture", SINGLE_DUMPS, ids=capture_id)
+def test_snapshot_scan_counts_what_the_parser_reads(capture):
+    raw = capture.read_bytes()
+    parsed = dump.parse(raw)
+    procs = dump.processes(parsed.snapshots[-1])
+    want = (sum(p.writes for p in procs), len(procs), parsed.dropped, parsed.lost_events)
+    counter = scan.SnapshotScan()
+    assert tuple(counter(with_mark(raw))) == want
+    # Again from its cache, and with two dumps in one take: the last is the
+    # one counted, while every dropped update and lost event is said anew.
+    again = counter(with_mark(raw, "12:00:00.000000") + with_mark(raw))
+    assert tuple(again) == want[:2] + (2 * want[2], 2 * want[3])
+
+
+def test_hand_snapshot_scan_counts_only_the_last_dump_and_every_warning():
+    first = b"@[1, a]: \n[1]      3 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|\n\n"
+    second = (b"@[1, a]: \n[1]      5 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|\n\n"
+              b"@[2, b]: \n[2, 4)   7 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|\n\n")
+    warning = b"Lost 4 events\n\n"
+    counter = scan.SnapshotScan()
+    assert counter(with_mark(first) + warning + with_mark(second)) == (12, 2, 0, 4)
+    assert counter(with_mark(second)) == (12, 2, 0, 0)  # cached; the warning is not repeated
+    assert counter(warning + with_mark(second)) == (12, 2, 0, 4)

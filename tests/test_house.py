@@ -12,7 +12,7 @@ from conftest import ROOT
 PACKAGE = ROOT / "tcpwdist"
 MODULES = sorted(PACKAGE.glob("*.py"))
 # The pure core: nothing from the edge (processes, pty, /proc, signals).
-PURE = {"program", "dump", "jsondump", "report", "errors", "marks"}
+PURE = {"program", "dump", "jsondump", "report", "errors", "marks", "scan"}
 EDGE_LIBRARIES = {"pexpect": "trace", "pyparsing": "dump", "tabulate": "report"}
 
 
