@@ -13,7 +13,7 @@ A text dump is what bpftrace prints when it exits (or on ``print(@)``)::
 
     @ticks: 3
 
-The text grammar below is pyparsing, built bottom-up from named pieces
+The text grammar (textdump.py) is pyparsing, built bottom-up from named pieces
 (label, count, bar, row, header, entry, scalar line, noise line).  What it
 must survive, version by version (see the project's reference notes):
 
@@ -42,7 +42,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple, Union
 
-import pyparsing as pp
 
 from tcpwdist import marks
 from tcpwdist.errors import DumpError
@@ -124,6 +123,11 @@ class Dump:
     map_full: bool = False  # bpftrace said "Map full": writes were dropped
     dropped: int = 0  # updates bpftrace said it dropped (0.23+: one "Map full" each)
     lost_events: int = 0
+    # Entries a line among their rows broke, so not counted (one warning).
+    damaged: tuple[str, ...] = ()
+    # The last entry, when no blank line closed it: whole for -r, but for
+    # a live run the final dump did not arrive whole.
+    unterminated: str | None = None
     # The bpftrace era the JSON keys told us about, when they did.
     era: str | None = field(default=None)
 
@@ -135,7 +139,7 @@ class Dump:
     @property
     def complete(self) -> bool:
         """bpftrace's final dump arrived whole."""
-        return self.final is not None and not self.cut
+        return self.final is not None and not self.cut and self.unterminated is None
 
 
 # --------------------------------------------------------------------------
@@ -207,144 +211,10 @@ def pid_comm(key: str | None, sep: str) -> tuple[int, bytes] | None:
     return int(m.group(1)), m.group(2).encode("utf-8", "surrogateescape")
 
 
-# --------------------------------------------------------------------------
-# The text grammar.
-
-LABEL_PATTERN = (rf"\(\.\.\., {_NUM}\)"          # (..., 0)      below the range
-                 rf"|\[{_NUM}, {_NUM}\)"         # [2, 4) [1K, 2K)
-                 rf"|\[{_NUM}, \.\.\.\)"         # [100, ...)    lhist overflow
-                 rf"|\[{_NUM}\]")                # [0] [1]       one value
-COUNT_PATTERN = r"\d+"
-BAR_PATTERN = r"\|@* *\|"
-EOL = r"(?:\n|\Z)"
-
-# A row is the three pieces above on one line: label left-aligned in 16
-# columns (a longer label pushes the count right, even against it), count
-# right-aligned in 8, the bar.  `row` is one row alone; the grammar below
-# reads them by the run (`rows`).
-ROW_PATTERN = rf"({LABEL_PATTERN}) *({COUNT_PATTERN}) {BAR_PATTERN}[ \t]*"  # groups: label, count
-row = pp.Regex(ROW_PATTERN + EOL, as_group_list=True).set_name("bucket row")
-
-# The rows of one entry, as one token.  Rows are what a big dump is made
-# of (100,000 of them for 5,000 processes): matching the run of rows with
-# one regex, then splitting it with findall, took the parse of such a dump
-# from 1.8 s with row[...] (one pyparsing match per row) to 1.4 s, and
-# the rest of the work to 0.75 s (see BENCHMARKS.md).
-_ROW_RE = re.compile(ROW_PATTERN)
-rows = pp.Regex(rf"(?:{ROW_PATTERN}\n)*(?:{ROW_PATTERN}\Z)?").set_name("bucket rows")
-rows.add_parse_action(lambda t: [[(m[0], m[1]) for m in _ROW_RE.findall(t[0])]])
-
-# "@name[key]: " then end of line, followed by a row or a blank line.  The
-# key is raw bytes, so it may hold "]: " (the last "]: " on the line ends
-# it) or even newlines (it may then run over a few lines).
-_NAME = r"@(?P<name>[A-Za-z_0-9]*)"
-# One alternative per line count, fewest first: each is tried in full
-# (the last line's end found by backtracking) before a longer key is.  A
-# lazy {1,16}? would add lines before backtracking within the last one.
-_KEY_LINES = (r"(?:\[(?P<key>"
-              + "|".join(rf"[^\n]*(?:\n[^\n]*){{{n}}}" for n in range(16))
-              + r")\])?")
-_HEADER_PATTERN = rf"{_NAME}{_KEY_LINES}: ?[ \t]*\n(?=[\[(]|\n|\Z)"
-hist_header = pp.Regex(_HEADER_PATTERN).set_name("hist header")
-
-blank = pp.Regex(r"[ \t]*\n").set_name("blank line")
-end_of_dump = pp.StringEnd().set_name("end of dump")
-
-# A hist entry: header, rows, then the blank line bpftrace ends it with.
-# Without that blank line the dump was cut off inside the entry.
-# An unterminated last line that begins like a row or a header: the
-# output was cut off mid-line.
-cut_line = pp.Regex(r"[@\[(][^\n]*\Z").set_name("cut-off line")
-
-hist_entry = (
-    hist_header + rows
-    + (blank.copy().set_parse_action(pp.replace_with(True))  # complete
-       | (cut_line | end_of_dump).set_parse_action(pp.replace_with(False)))  # cut off
-).set_name("hist entry")
-
-# count/sum/avg/stats/... maps: "@name[key]: value" on one line.
-scalar_line = pp.Regex(
-    rf"{_NAME}(?:\[(?P<key>[^\n]*)\])?: (?P<value>[^\n]+){EOL}(?![\[(])"
-).set_name("map line")
-
-# Lines that bpftrace or the terminal put around a dump: log lines on the
-# other stream (merged on a pty, maybe ANSI-coloured), the echoed ^C, the
-# attach notice, "Lost N events", the test hook's word.  A diagnostic with
-# a source location comes with the source line and a ~~~ underline.
+# A terminal's colour codes, as bpftrace's log lines may carry them.
 _ANSI = r"(?:\x1b\[[0-9;]*m)*"
-noise_line = pp.Regex(
-    rf"{_ANSI}(?:ERROR|WARNING|FATAL|NOTE|HINT|\^C|Attaching \d+ probes?|Attached \d+ probes?"
-    r"|Lost \d+ events|__BPFTRACE_NOTIFY_PROBES_ATTACHED|No probes to attach"
-    r"|create_probe_event|Kernel .*|Additional Info - "
-    # A located diagnostic: then (0.23+) "Additional Info - helper: ...",
-    # then the program's source line and its ~~~ underline.
-    r"|[^\s:]+:\d+(?:[:-]\d+)*: (?:WARNING|ERROR|NOTE|HINT)[^\n]*\n"
-    r"(?:Additional Info - [^\n]*\n)?(?:[^\n]*\n[ \t]*~+)?)"
-    rf"[^\n]*{EOL}"
-).set_name("log line")
 
-# Interval series.  tcpwdist's own program prints a mark after each
-# periodic print(@) (marks.py says which and what for).  Other programs
-# print a bare time() line, by custom before print(@) ("time(); print(@);
-# clear(@)"), sometimes after: the first one tells which (see _Builder.time).
-mark_line = pp.Regex(marks.LINE_RE.pattern).set_name("tcpwdist mark")
-time_line = pp.Regex(r"(?P<stamp>\d\d:\d\d:\d\d)[ \t]*\n").set_name("interval time")
-
-
-# What the grammar hands the reader: one typed item per construct, built
-# by the parse actions from the regexes' named groups (nothing re-matched).
-class _Hist(NamedTuple):
-    name: str
-    key: str | None
-    rows: list[tuple[str, str]]
-    complete: bool
-
-
-class _Scalar(NamedTuple):
-    name: str
-    key: str | None
-    value: str
-
-
-class _Mark(NamedTuple):
-    kind: str | None  # a marks kind, or None for a bare time() line
-    stamp: str
-
-
-class _Noise(NamedTuple):
-    line: str
-
-
-class _Cut(NamedTuple):
-    line: str
-
-
-def _hist_item(t: pp.ParseResults) -> _Hist:
-    header, found_rows, complete = t[0], t[1], t[2]
-    m = _HEADER_RE.match(header)
-    assert m is not None  # the grammar matched this very pattern
-    return _Hist("@" + m["name"], m["key"], found_rows, complete)
-
-
-_HEADER_RE = re.compile(_HEADER_PATTERN)
-
-dump_item = (
-    scalar_line.copy().add_parse_action(lambda t: _Scalar("@" + t["name"], t.get("key"),
-                                                          t["value"]))
-    | hist_entry.copy().add_parse_action(_hist_item)
-    | mark_line.copy().add_parse_action(lambda t: _Mark(t["kind"], t["stamp"]))
-    | time_line.copy().add_parse_action(lambda t: _Mark(None, t["stamp"]))
-    | noise_line.copy().add_parse_action(lambda t: _Noise(t[0]))
-    | blank.suppress()
-).set_name("dump line")
-text_dump = (dump_item[...]
-             + pp.Opt(cut_line.copy().add_parse_action(lambda t: _Cut(t[0])))
-             + end_of_dump)
-text_dump.leave_whitespace(recursive=True)
-text_dump.parse_with_tabs()  # a tab in a comm is a byte to keep, not 8 columns
-text_dump.set_name("bpftrace text dump")
-
-_ECHO_RE = re.compile(r"^\^C(?=[@{]|[ \t]*$)", re.M)
+_ECHO_RE = re.compile(r"^\^C", re.M)
 _ATTACH_RE = re.compile(
     rf"^{_ANSI}(?:Attaching \d+ probes?\.\.\.|Attached \d+ probes?)[^\n]*\n?", re.M)
 _JSON_RE = re.compile(r'^[ \t]*\{"type": ?"', re.M)
@@ -453,54 +323,8 @@ def parse(data: bytes | str) -> Dump:
         # at the top, so that the two modules do not import each other.
         from tcpwdist.jsondump import parse_json
         return parse_json(text)
-    return _parse_text(text, _ATTACH_RE.search(head))
-
-
-def _text_items(body: str, first_line: int) -> pp.ParseResults:
-    try:
-        return text_dump.parse_string(body, parse_all=True)
-    except pp.ParseBaseException as exc:
-        line, shown, what = exc.lineno, exc.line, "not bpftrace map output"
-        lines = body.split("\n")
-        if shown.startswith("@") and line < len(lines):
-            # A map header is only one when a row or a blank line follows:
-            # the line at fault is the next one.
-            line, shown, what = line + 1, lines[line], "expected a histogram row"
-        raise DumpError(f"{what}: '{_shown(shown[:60])}'",
-                        hint="tcpwdist -r reads what bpftrace prints for @[pid, comm] = hist(...)",
-                        line=first_line + line - 1) from None
-
-
-def _parse_text(text: str, attach: re.Match[str] | None) -> Dump:
-    # Whatever comes before the attach notice (compile warnings with their
-    # source lines, a shell prompt, a BEGIN banner) is not part of the dump.
-    start = attach.end() if attach else 0
-    builder = Builder(", ")
-    cut: str | None = None
-    dropped = 0
-    lost = 0
-    for item in _text_items(text[start:], _line_of(text, start)):
-        if isinstance(item, _Hist):
-            if item.complete:
-                buckets = tuple(Bucket(*parse_label(lab), int(n)) for lab, n in item.rows)
-                builder.add(item.name, HistEntry(item.key, buckets))
-            else:
-                cut = item.name if item.key is None else f"{item.name}[{_shown(item.key)}]"
-        elif isinstance(item, _Scalar):
-            builder.add(item.name, ValueEntry(item.key, item.value))
-        elif isinstance(item, _Mark):
-            builder.mark(item.kind, item.stamp)
-        elif isinstance(item, _Noise):
-            dropped += MAP_FULL in item.line
-            lost += lost_count(item.line)
-        else:
-            cut = cut or f"the last line ({_shown(item.line[:40])})"
-    builder.flush()
-    # bpftrace 0.24+ prints the attach notice on stderr: the piped dump of
-    # an empty map is its two blank lines and nothing else.
-    empty_dump = bool(text) and not text.strip()
-    return Dump(tuple(builder.snapshots), "text", recognised=attach is not None or empty_dump,
-                cut=cut, map_full=dropped > 0, dropped=dropped, lost_events=lost)
+    from tcpwdist.textdump import parse_text
+    return parse_text(text, _ATTACH_RE.search(head))
 
 
 def lost_count(line: str) -> int:

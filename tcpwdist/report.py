@@ -383,6 +383,7 @@ def dump_notes(parsed: dump.Dump, name: str, max_keys: int | None = None) -> lis
     updates in silence, so a map holding as many (key, bucket) entries as
     its limit (``max_keys``, known when tcpwdist ran it) is taken as full."""
     said = [f"note: {n}" for n in parsed.notes]
+    said += [f"warning: {d}" for d in parsed.damaged]
     if parsed.lost_events:
         said.append(f"warning: bpftrace lost {parsed.lost_events} events")
     full = parsed.map_full

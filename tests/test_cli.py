@@ -164,7 +164,7 @@ def test_duration_ends_tracing(tcpwdist):
     ("die", [], ExitCode.BPFTRACE_FAILED, ["while tracing", "exit status 1"]),
     ("crash", [], ExitCode.BPFTRACE_FAILED, ["signal 11"]),
     ("hang", ["--attach-timeout", "0.5"], ExitCode.BPFTRACE_FAILED, ["did not attach"]),
-    ("garbage", [], ExitCode.BAD_DUMP, ["not bpftrace map output"]),
+    ("garbage", [], ExitCode.BAD_DUMP, ["holds no bpftrace map output"]),
 ])
 def test_bpftrace_faults(tcpwdist, mode, args, code, words):
     done = tcpwdist("--bpftrace", FAKE, "-d", "0.5", *args, env={"FAKE_MODE": mode})

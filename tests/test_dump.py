@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CAPTURES, FIXTURES, capture_id, expected_buckets, folded, truth_for
-from tcpwdist import dump, marks, scan
+from tcpwdist import dump, marks, scan, textdump
 from tcpwdist.errors import DumpError
 
 
@@ -169,14 +169,20 @@ def test_hand_runtime_warning_mid_output_is_skipped():
 def test_hand_cut_mid_map_keeps_the_complete_entries():
     text = ("Attaching 1 probe...\n\n\n@[1, a]: \n" + rows(("[1]", 4)) + "\n"
             "@[2, b c]: \n" + rows(("[1]", 1), ("[2, 4)", 9)))
-    for cut_at in (len(text), len(text) - 5):
-        parsed = dump.parse(text[:cut_at])
-        assert [(p.pid, p.writes) for p in dump.processes(parsed.snapshots[0])] == [(1, 4)]
-        assert parsed.cut is not None
+    # Cut mid-row: the entry is lost, and said to be.
+    parsed = dump.parse(text[:len(text) - 5])
+    assert [(p.pid, p.writes) for p in dump.processes(parsed.snapshots[0])] == [(1, 4)]
+    assert parsed.cut == "@[2, b c]" and not parsed.complete
+    # Cut where a row ended (a terminal copy without the last blank line):
+    # read, with a note, but not "complete" (a live run's dump was not).
+    parsed = dump.parse(text)
+    assert [(p.pid, p.writes) for p in dump.processes(parsed.snapshots[0])] == [(1, 4), (2, 10)]
+    assert parsed.cut is None and parsed.unterminated == "@[2, b c]" and not parsed.complete
+    assert any("has no blank line after it" in n for n in parsed.notes)
 
 
-def test_hand_garbage_names_the_line():
-    with pytest.raises(DumpError, match="line 5"):
+def test_hand_garbage_names_the_entry_and_the_line_that_broke_it():
+    with pytest.raises(DumpError, match=r"line 4.*@\[1, a\].*'this is not a row'"):
         dump.parse("Attaching 1 probe...\n\n\n@[1, a]: \nthis is not a row\n")
 
 
@@ -316,9 +322,9 @@ def test_hand_tcpwdist_interval_mark_closes_even_when_the_first_is_empty():
 
 def test_row_alone():
     # A label of 16 characters or more touches the count.
-    assert [tuple(x) for x in dump.row.parse_string("[610000, 620000)12345678 |@@@@|\n")] \
+    assert [tuple(x) for x in textdump.row.parse_string("[610000, 620000)12345678 |@@@@|\n")] \
         == [("[610000, 620000)", "12345678")]
-    assert [tuple(x) for x in dump.row.parse_string("(..., 0)               1 |@|")] \
+    assert [tuple(x) for x in textdump.row.parse_string("(..., 0)               1 |@|")] \
         == [("(..., 0)", "1")]
 
 
@@ -327,7 +333,7 @@ def test_row_alone():
 CAPTURED = Path(__file__).parent / "fixtures" / "captured"
 
 
-@pytest.mark.parametrize("truth_file", sorted(CAPTURED.glob("*.truth.json")),
+@pytest.mark.parametrize("truth_file", sorted(CAPTURED.glob("*-fullmap.*.truth.json")),
                          ids=lambda p: p.name.replace(".truth.json", ""))
 def test_a_full_map_is_the_report_of_what_was_counted_and_a_number(truth_file):
     truth = json.loads(truth_file.read_text())
@@ -409,3 +415,96 @@ def test_hand_snapshot_scan_counts_only_the_last_dump_and_every_warning():
     assert counter(with_mark(first) + warning + with_mark(second)) == (12, 2, 0, 4)
     assert counter(with_mark(second)) == (12, 2, 0, 0)  # cached; the warning is not repeated
     assert counter(warning + with_mark(second)) == (12, 2, 0, 4)
+
+
+# --------------------------------------------------------------------------
+# What people paste: other maps, banners, elisions, a missing last blank line.
+
+FOREIGN = sorted(p for p in (FIXTURES / "captured").glob("*-foreign.*.txt"))
+
+
+def foreign_truth(capture):
+    truth = json.loads(capture.with_name(capture.name[:-len(".txt")] + ".truth.json").read_text())
+    return {(p["pid"], p["comm"].encode()): {b["lo"]: b["count"] for b in p["expected_hist"]}
+            for p in truth["processes"]}
+
+
+@pytest.mark.parametrize("capture", FOREIGN, ids=lambda p: p.name)
+def test_real_tool_style_dumps_report_every_process_exactly(capture):
+    parsed = dump.parse(capture.read_bytes())
+    assert dump.pick_map(parsed.snapshots) == "@"
+    assert folded(summed(parsed)) == foreign_truth(capture)
+    assert parsed.cut is None and parsed.damaged == ()
+    if parsed.format == "text":
+        # The BEGIN banner and the END heading, said once, the first quoted.
+        [note] = [n for n in parsed.notes if n.startswith("skipped")]
+        assert note.startswith("skipped 2 lines that are not map output, the first: line ")
+        assert note.endswith("'Tracing TCP writes... Hit Ctrl-C to end.'")
+        # The other maps were read, not skipped: kstack keys, [comm], [comm, pid], a sum.
+        names = {m.name for m in parsed.snapshots[-1].maps}
+        assert {"@", "@s", "@c", "@cp", "@bytes"} <= names
+
+
+def rows_text(*rows):
+    return "".join(f"{label:<16}{n:>8} |{'@' * (52 if n else 0):<52}|\n" for label, n in rows)
+
+
+GOOD = "@[1, a]: \n" + rows_text(("[1]", 4)) + "\n"
+OTHER = "@[2, b]: \n" + rows_text(("[2, 4)", 3), ("[4, 8)", 0), ("[8, 16)", 5)) + "\n"
+
+
+def pids(parsed):
+    return {(p.pid, p.writes) for p in dump.processes(parsed.snapshots[-1])}
+
+
+@pytest.mark.parametrize("mark", ["[...]", "<output elided>", "......", "printf: 12 writes"])
+def test_hand_a_line_among_the_rows_damages_that_entry_only(mark):
+    broken = "@[3, c]: \n" + rows_text(("[1]", 1)) + mark + "\n" + rows_text(("[4, 8)", 2)) + "\n"
+    parsed = dump.parse("Attaching 1 probe...\n\n\n" + GOOD + broken + OTHER)
+    assert pids(parsed) == {(1, 4), (2, 8)}
+    assert parsed.damaged and "@[3, c] (line 7" in parsed.damaged[0]
+    assert parsed.cut is None
+
+
+def test_hand_log_lines_among_the_rows_do_not_damage_it():
+    noisy = ("@[3, c]: \n" + rows_text(("[1]", 1)) + "WARNING: something harmless\n"
+             "Lost 7 events\n" + rows_text(("[4, 8)", 2)) + "\n")
+    parsed = dump.parse("Attaching 1 probe...\n\n\n" + GOOD + noisy)
+    assert pids(parsed) == {(1, 4), (3, 3)} and parsed.damaged == ()
+    assert parsed.lost_events == 7
+
+
+def test_hand_entries_without_their_blank_line_are_read_and_said():
+    parsed = dump.parse("Attaching 1 probe...\n\n\n" + GOOD[:-1] + OTHER[:-1])
+    assert pids(parsed) == {(1, 4), (2, 8)}
+    assert parsed.unterminated == "@[2, b]" and parsed.cut is None
+    assert any("1 map entries had no blank line after them" in n for n in parsed.notes)
+
+
+@pytest.mark.parametrize("glued_to", ["map", "json"])
+def test_hand_echoed_ctrl_c_glued_to_a_line_is_removed(glued_to):
+    if glued_to == "map":
+        text = "Attaching 1 probe...\n^C" + GOOD + OTHER
+    else:
+        text = ('{"type": "attached_probes", "data": {"probes": 1}}\n^C{"type": "hist", "data": '
+                '{"@": {"1, a": [{"min": 1, "max": 1, "count": 4}]}}}\n')
+    parsed = dump.parse(text)
+    assert (1, 4) in pids(parsed) and parsed.notes == ()
+
+
+def test_hand_stack_keys_of_any_depth_with_a_value_or_a_hist():
+    frames = "".join(f"        func_{i}+{i}\n" for i in range(40))  # deeper than 16 lines
+    text = ("Attaching 2 probes...\n\n\n@s[\n" + frames + "]: 18\n"
+            "@h[\n" + frames + "]: \n" + rows_text(("[1]", 9)) + "\n" + GOOD)
+    parsed = dump.parse(text)
+    assert pids(parsed) == {(1, 4)} and parsed.notes == () and parsed.damaged == ()
+    snap = parsed.snapshots[-1]
+    assert snap.get("@s").entries[0].value == "18"
+    assert snap.get("@h").entries[0].buckets[0].count == 9
+
+
+def test_hand_no_map_at_all_names_what_it_skipped():
+    with pytest.raises(DumpError, match=r"holds no bpftrace map output \(2 other lines; "
+                                        r"the first: 'Tracing\.\.\.'\)") as err:
+        dump.parse("Attaching 1 probe...\nTracing...\n[...]\n")
+    assert err.value.line == 2
