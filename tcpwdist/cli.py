@@ -188,13 +188,18 @@ def load(path: str, map_name: str | None) -> Input:
         raise DumpError(f"{source} holds no bpftrace map output",
                         hint="give the output of bpftrace running tcpwdist's program")
     name = dump.pick_map(parsed.snapshots, map_name)
+    shape = dump.key_shape(parsed.snapshots, name)
     found = dump.reports(parsed.snapshots)
     snaps = found.snapshots or ([found.partial] if found.partial is not None else [])
     partial = report.Meta(partial=True, warnings=(
         f"partial report: the dump ends without bpftrace's final dump; this is its last "
         f"snapshot, of {found.partial.stamp}",)) if not found.snapshots and found.partial else \
         report.Meta()
-    reports = [(partial, report.rows_of(s, name), s.stamp) for s in snaps]
+    reports = [(partial, report.rows_of(s, name, shape=shape), s.stamp) for s in snaps]
+    if shape != dump.PID_COMM:
+        parsed = replace(parsed, notes=parsed.notes + (
+            f"{name} is keyed by [{shape}]" + (": one histogram per comm, no PID, no command "
+                                               "line" if shape == dump.COMM else ""),))
     return Input(source, reports, parsed, name)
 
 
@@ -209,10 +214,36 @@ def _heard(inp: Input, console: Console) -> tuple[int, tuple[str, ...]]:
     return live.cut_code(inp.parsed, console), report.warnings_of(said)
 
 
+def _filtered(inp: Input, pids: list[int], comms: list[str]) -> Input:
+    """The input's reports with only the processes -p and -c name (each
+    option a list of alternatives; both given, a row must match both)."""
+    if not pids and not comms:
+        return inp
+    wanted = {c.encode("utf-8", "surrogateescape") for c in comms}
+    reports = []
+    for meta, rows, stamp in inp.reports:
+        if pids and any(r.hist.pid is None for r in rows):
+            raise UsageError(f"{inp.name} in {inp.source} has no PIDs in its keys: -p cannot "
+                             "filter it", hint="filter it by command name with -c NAME")
+        reports.append((meta, [r for r in rows if (not pids or r.hist.pid in pids)
+                               and (not wanted or r.hist.comm in wanted)], stamp))
+    return replace(inp, reports=reports)
+
+
 def run_read(args: argparse.Namespace, console: Console) -> int:
     if args.duration or args.write_raw or args.interval:
         raise UsageError("-d, -w and interval are for tracing; -r reads a dump")
-    inputs = [load(path, args.map) for path in args.read]
+    tracing_only = [flag for flag, given in (
+        ("-P", args.port), ("--cgroup", args.cgroup), ("--bytes", args.bytes),
+        ("--probe", args.probe != "auto")) if given]
+    if tracing_only:
+        verb = "chooses" if len(tracing_only) == 1 else "choose"
+        raise UsageError(f"{', '.join(tracing_only)} {verb} what bpftrace traces; "
+                         "a dump cannot be filtered by them afterwards",
+                         hint="with -r, -p PID and -c NAME filter the dump's processes")
+    for comm in args.comm:
+        program.validate_comm(comm)
+    inputs = [_filtered(load(path, args.map), args.pid, args.comm) for path in args.read]
     heard = [_heard(inp, console) for inp in inputs]
     warnings = tuple(w for _, ws in heard for w in ws)
     if len(inputs) == 1:

@@ -218,6 +218,7 @@ _ECHO_RE = re.compile(r"^\^C", re.M)
 _ATTACH_RE = re.compile(
     rf"^{_ANSI}(?:Attaching \d+ probes?\.\.\.|Attached \d+ probes?)[^\n]*\n?", re.M)
 _JSON_RE = re.compile(r'^[ \t]*\{"type": ?"', re.M)
+_PRETTY_JSON_RE = re.compile(r'^\{[ \t]*\n[ \t]+"type": ?"', re.M)
 MAP_FULL = "Map full"  # what bpftrace 0.23+ says of each update it dropped
 _LOST_RE = re.compile(rf"{_ANSI}Lost (\d+) events")
 
@@ -323,6 +324,11 @@ def parse(data: bytes | str) -> Dump:
         # at the top, so that the two modules do not import each other.
         from tcpwdist.jsondump import parse_json
         return parse_json(text)
+    pretty = _PRETTY_JSON_RE.search(head)
+    if pretty is not None:
+        raise DumpError("pretty-printed JSON: bpftrace -f json writes one record a line",
+                        hint="give tcpwdist bpftrace's own output (or `jq -c .` of this file)",
+                        line=_line_of(text, pretty.start()))
     from tcpwdist.textdump import parse_text
     return parse_text(text, _ATTACH_RE.search(head))
 
@@ -348,43 +354,85 @@ class ProcessHist:
         return sum(b.count for b in self.buckets)
 
 
+class _MapKinds(NamedTuple):
+    names: set[str]  # every map
+    hists: set[str]  # hists with a key: --map may name any of them
+    pid_comm: set[str]  # hists keyed by (pid, comm): the ones picked without --map
+
+
+def _map_kinds(snapshots: Iterable[Snapshot]) -> _MapKinds:
+    kinds = _MapKinds(set(), set(), set())
+    for m in (m for snap in snapshots for m in snap.maps):
+        kinds.names.add(m.name)
+        hists = [e for e in m.entries if isinstance(e, HistEntry)]
+        if not m.entries or len(hists) < len(m.entries):
+            continue
+        if all(e.key is not None for e in hists):
+            kinds.hists.add(m.name)
+        if all(pid_comm(e.key, m.sep) for e in hists):
+            kinds.pid_comm.add(m.name)
+    return kinds
+
+
 def pick_map(snapshots: Iterable[Snapshot], name: str | None = None) -> str:
-    """The name of the hist map keyed by (int, string) the report is about:
-    ``name`` if given, else ``@``, else the only such map."""
-    candidates: dict[str, bool] = {}
-    names: set[str] = set()
-    for snap in snapshots:
-        for m in snap.maps:
-            names.add(m.name)
-            if m.entries and all(isinstance(e, HistEntry) and pid_comm(e.key, m.sep)
-                                 for e in m.entries):
-                candidates[m.name] = True
+    """The name of the hist map the report is about: ``name`` if given
+    (any keyed hist map), else ``@``, else the only (pid, comm) hist map."""
+    kinds = _map_kinds(snapshots)
     if name is not None:
-        if name not in candidates:
-            found = ", ".join(sorted(candidates)) or "none"
-            raise DumpError(f"no hist map {name} keyed by (pid, comm) in the input",
-                            hint=f"maps of that shape found: {found}")
+        if name not in kinds.pid_comm | kinds.hists:
+            found = ", ".join(sorted(kinds.hists)) or "none"
+            raise DumpError(f"no hist map {name} in the input", hint=f"hist maps found: {found}")
         return name
-    if not candidates and names:
+    if not kinds.pid_comm and kinds.names:
         raise DumpError("no hist map keyed by (pid, comm) in the input; maps found: "
-                        + ", ".join(sorted(names)),
+                        + ", ".join(sorted(kinds.names)),
                         hint="tcpwdist reports @[pid, comm] = hist(size) maps")
-    if "@" in candidates or not candidates:
+    if "@" in kinds.pid_comm or not kinds.pid_comm:
         return "@"
-    if len(candidates) == 1:
-        return next(iter(candidates))
+    if len(kinds.pid_comm) == 1:
+        return next(iter(kinds.pid_comm))
     raise DumpError("several hist maps keyed by (pid, comm): "
-                    + ", ".join(sorted(candidates)), hint="choose one with --map NAME")
+                    + ", ".join(sorted(kinds.pid_comm)), hint="choose one with --map NAME")
 
 
-def processes(snapshot: Snapshot, name: str = "@") -> list[ProcessHist]:
-    """The (pid, comm) histograms of map ``name`` in one snapshot."""
+# How a hist map's keys name the process: tcpwdist's own [pid, comm], and
+# what bpftrace's tools use (socksize.bt's [comm, pid], bitesize.bt's
+# [comm]).  Only [pid, comm] is picked without --map.
+PID_COMM, COMM_PID, COMM = "pid, comm", "comm, pid", "comm"
+_PID_RE = re.compile(r"-?\d+")
+
+
+def key_parts(key: str | None, sep: str, shape: str = PID_COMM) -> tuple[int | None, bytes] | None:
+    """(pid, comm) of a printed key of ``shape``; pid None for [comm] keys."""
+    if shape == PID_COMM or key is None:
+        return pid_comm(key, sep)
+    if shape == COMM_PID:
+        comm, found, pid = key.rpartition(sep)
+        if not found or not _PID_RE.fullmatch(pid):
+            return None
+        return int(pid), comm.encode("utf-8", "surrogateescape")
+    return None, key.encode("utf-8", "surrogateescape")
+
+
+def key_shape(snapshots: Iterable[Snapshot], name: str) -> str:
+    """Which shape every hist key of map ``name`` has (COMM: any one key)."""
+    entries = [(e, m.sep) for s in snapshots for m in s.maps if m.name == name
+               for e in m.entries if isinstance(e, HistEntry)]
+    for shape in (PID_COMM, COMM_PID):
+        if all(key_parts(e.key, sep, shape) is not None for e, sep in entries):
+            return shape
+    return COMM
+
+
+def processes(snapshot: Snapshot, name: str = "@", shape: str = PID_COMM) -> list[ProcessHist]:
+    """The histograms of map ``name`` in one snapshot, one per process (or,
+    for a map keyed by [comm], per comm)."""
     m = snapshot.get(name)
     if m is None:
         return []
     out = []
     for e in m.entries:
-        pc = pid_comm(e.key, m.sep)
+        pc = key_parts(e.key, m.sep, shape)
         if pc is not None and isinstance(e, HistEntry):
             out.append(ProcessHist(pc[0], pc[1], e.buckets))
     return out

@@ -54,7 +54,7 @@ class Row:
     cmd: bytes | None = None  # full command line, when it was recorded
     host: str | None = None
     bytes: int | None = None  # total bytes written, when the program summed them
-    members: int = 1  # processes merged into this row
+    members: int = 1  # processes merged into this row (0: a [comm] key, not known)
 
     @property
     def shown_cmd(self) -> str:
@@ -183,6 +183,8 @@ def _who(row: Row, width: int, hosts: bool) -> str:
     host = f"HOST: {row.host}  " if hosts and row.host else ""
     if h.pid is None and h.comm == b"":  # grouped by host
         return f" HOST: {row.host}  ({row.members} processes)"
+    if h.pid is None and row.members == 0:  # a map keyed by [comm]
+        return f" COMM: {cut(safe_text(h.comm), width)}"
     if h.pid is None:  # grouped by comm
         return f" COMM: {cut(safe_text(h.comm), width)}  ({row.members} processes)"
     return f" {host}PID: {h.pid:<7} CMD: {cut(row.shown_cmd, width - len(host))}"
@@ -321,7 +323,7 @@ def process_json(row: Row) -> dict:
         "p99": bucket_json(percentile(h.buckets, 0.99)),
         "buckets": [bucket_json(b) for b in h.buckets],
     }
-    if row.members != 1:
+    if row.members > 1:
         doc["members"] = row.members
     return doc
 
@@ -355,9 +357,14 @@ def rows_from_json(doc: dict) -> list[Row]:
 # From a parsed dump to rows, and what the dump says besides.
 
 
-def rows_of(snap: dump.Snapshot, name: str, host: str | None = None) -> list[Row]:
+def rows_of(snap: dump.Snapshot, name: str, host: str | None = None,
+            shape: str = dump.PID_COMM) -> list[Row]:
     """The rows of map ``name`` in one snapshot, each with its total bytes
-    when the program also summed them (``@bytes[pid, comm] = sum(size)``)."""
+    when the program also summed them (``@bytes[pid, comm] = sum(size)``).
+    A map keyed by [comm] gives one row per comm (members 0: how many
+    processes it holds is not known)."""
+    if shape == dump.COMM:
+        return [Row(h, None, host, None, 0) for h in dump.processes(snap, name, shape)]
     totals: dict[tuple[int, bytes], int] = {}
     sums = snap.get("@bytes")
     if sums is not None:
@@ -366,7 +373,7 @@ def rows_of(snap: dump.Snapshot, name: str, host: str | None = None) -> list[Row
             if pc is not None and isinstance(e, dump.ValueEntry) and e.value.lstrip("-").isdigit():
                 totals[pc] = int(e.value)
     return [Row(h, None, host, totals.get((h.pid, h.comm)) if h.pid is not None else None)
-            for h in dump.processes(snap, name)]
+            for h in dump.processes(snap, name, shape)]
 
 
 def map_full_warning(max_keys: int | None, dropped: int = 0) -> str:

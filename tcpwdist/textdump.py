@@ -319,6 +319,9 @@ class _Reading:
             line = tail[pos:].split("\n", 1)[0]
             if pos + len(line) == len(tail) and line[:1] in "[(":
                 return "cut"
+            if _V08_ROW_RE.match(line):
+                raise DumpError(f"hist labels of bpftrace before 0.9: '{_shown(line[:40])}'",
+                                hint="tcpwdist -r reads the output of bpftrace 0.9 and later")
             return line
         return None
 
@@ -344,6 +347,8 @@ def _entry_name(item: _Hist) -> str:
 
 
 _ROW_LINE_RE = re.compile(rf"{ROW_PATTERN}(?:\n|\Z)")
+# bpftrace 0.8 had no negative bucket and labelled the first row "[0, 1]".
+_V08_ROW_RE = re.compile(rf"\[{_NUM}, {_NUM}\] +\d+ \|")
 _NOISE_RE = re.compile(NOISE_PATTERN)
 
 

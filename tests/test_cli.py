@@ -346,3 +346,55 @@ def test_bpftrace_gets_the_program_without_its_header_comment(tcpwdist, tmp_path
     shown = tcpwdist("--bpftrace", FAKE, "--program", "-c", "nginx").out
     assert shown.startswith("#!/usr/bin/env bpftrace\n/*") and shown.endswith(
         program_text.splitlines()[0] + "\n")
+
+
+# -r of what people paste: tool-style dumps (tests/fixtures/captured/*-foreign.*)
+FOREIGN = Path(__file__).parent / "fixtures" / "captured"
+FOREIGN_PTY = FOREIGN / "0.27.1-foreign.pty.txt"
+
+
+def foreign_pids(capture: Path) -> list[int]:
+    truth = json.loads(capture.with_name(capture.name[:-len(".txt")] + ".truth.json").read_text())
+    return [p["pid"] for p in truth["processes"]]
+
+
+def test_read_skips_a_tools_banner_and_says_so_once(tcpwdist):
+    done = tcpwdist("-r", str(FOREIGN_PTY), "-o", "json")
+    assert done.code == 0, done.err
+    assert buckets(done.docs) == {(pid, b"foreign"): {64: 1, 2048: 1}
+                                  for pid in foreign_pids(FOREIGN_PTY)}
+    assert done.err.count("skipped 2 lines that are not map output") == 1
+    assert "line 5 'Tracing TCP writes... Hit Ctrl-C to end.'" in done.err
+
+
+def test_pid_and_comm_filter_a_dump(tcpwdist):
+    first, _, third, fourth = foreign_pids(FOREIGN_PTY)
+    done = tcpwdist("-r", str(FOREIGN_PTY), "-o", "json", "-p", str(first), "-p", str(third))
+    assert set(buckets(done.docs)) == {(first, b"foreign"), (third, b"foreign")}
+    # Both options: a process must match both.
+    done = tcpwdist("-r", str(FOREIGN_PTY), "-o", "json", "-p", str(fourth), "-c", "foreign")
+    assert set(buckets(done.docs)) == {(fourth, b"foreign")}
+    done = tcpwdist("-r", str(FOREIGN_PTY), "-o", "json", "-p", str(fourth), "-c", "other")
+    assert buckets(done.docs) == {}
+
+
+@pytest.mark.parametrize("flag", [["-P", "80"], ["--cgroup", "/sys/fs/cgroup"], ["--bytes"],
+                                  ["--probe", "kprobe"]])
+def test_what_only_tracing_can_filter_is_a_usage_error_with_a_dump(tcpwdist, flag):
+    assert_one_error_line(tcpwdist("-r", str(FOREIGN_PTY), *flag), ExitCode.USAGE,
+                          flag[0], "a dump cannot be filtered by")
+
+
+def test_map_keyed_by_comm_or_comm_pid_is_read_when_named(tcpwdist):
+    done = tcpwdist("-r", str(FOREIGN_PTY), "-o", "json", "--map", "@cp")
+    assert buckets(done.docs) == {(pid, b"foreign"): {64: 1, 2048: 1}
+                                  for pid in foreign_pids(FOREIGN_PTY)}
+    assert "@cp is keyed by [comm, pid]" in done.err
+    done = tcpwdist("-r", str(FOREIGN_PTY), "-o", "json", "--map", "@c")
+    assert buckets(done.docs) == {(None, b"foreign"): {64: 4, 2048: 4}}
+    assert "@c is keyed by [comm]: one histogram per comm" in done.err
+    assert "members" not in done.docs[0]["processes"][0]
+    dist = tcpwdist("-r", str(FOREIGN_PTY), "--map", "@c")
+    assert " COMM: foreign\n" in dist.out and "processes)" not in dist.out
+    assert_one_error_line(tcpwdist("-r", str(FOREIGN_PTY), "--map", "@c", "-p", "1"),
+                          ExitCode.USAGE, "has no PIDs in its keys")

@@ -508,3 +508,14 @@ def test_hand_no_map_at_all_names_what_it_skipped():
                                         r"the first: 'Tracing\.\.\.'\)") as err:
         dump.parse("Attaching 1 probe...\nTracing...\n[...]\n")
     assert err.value.line == 2
+
+
+def test_hand_refusals_name_the_construct():
+    with pytest.raises(DumpError, match="pretty-printed JSON"):
+        dump.parse('{\n  "type": "hist",\n  "data": {}\n}\n')
+    with pytest.raises(DumpError, match=r"hist labels of bpftrace before 0\.9: '\[0, 1\]"):
+        dump.parse("Attaching 1 probe...\n\n\n@[1, a]: \n[0, 1]                 5 |@@@@|\n\n")
+    # Several maps, none of them (pid, comm) hists: each is named.
+    parsed = dump.parse("Attaching 1 probe...\n\n\n@c[bash]: 3\n@s: 12\n")
+    with pytest.raises(DumpError, match=r"maps found: @c, @s"):
+        dump.pick_map(parsed.snapshots)

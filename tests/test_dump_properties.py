@@ -8,7 +8,7 @@ import json
 
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
-from conftest import CAPTURES
+from conftest import CAPTURES, FIXTURES
 from tcpwdist import dump
 from tcpwdist.errors import DumpError
 
@@ -213,3 +213,49 @@ def test_truncated_captures_keep_every_complete_entry(which, frac):
                 assert full[(p.pid, p.comm)][:len(p.buckets)] == p.buckets
                 shorter.append(p)
     assert len(shorter) <= (1 if part.unterminated else 0)
+
+
+# What people paste around a real dump: none of it may change a (pid, comm)
+# histogram.  The tseries block and the stack key are bpftrace 0.27.1's
+# and 0.17's own text (tests/fixtures/captured/*-foreign.*).
+TSERIES = (FIXTURES / "captured" / "0.27.1-foreign.pipe.txt").read_text()
+TSERIES = TSERIES[TSERIES.index("@t:\n"):].rstrip("\n") + "\n\n"
+AROUND = [
+    "Tracing TCP writes... Hit Ctrl-C to end.\n", "[...]\n", "<output elided>\n", "......\n",
+    "\nSizes by process:\n", "12 writes so far\n", "@bytes: 12400\n", "@n: 3\n",
+    "@s[\n    call_trace_sock_send_length.constprop.0+74\n    __sys_sendto+506\n]: 20\n",
+    "@c[foreign]: \n[64, 128)              9 |" + "@" * 52 + "|\n\n",
+    TSERIES, "Warning: could not attach probe kprobe:foo, skipping.\n",
+    "cannot attach kprobe, Invalid argument\n", "BUG: something odd\n",
+]
+PLAIN = [c.read_text() for c in CAPTURES if c.name in ("basic.pipe.txt", "big.pipe.txt")]
+
+
+def histograms(text: str) -> dict[tuple[int, bytes], tuple[dump.Bucket, ...]]:
+    result = dump.parse(text)
+    assert result.cut is None and result.damaged == ()
+    return {(p.pid, p.comm): p.buckets for s in result.snapshots for p in dump.processes(s)}
+
+
+@SETTINGS
+@given(which=st.integers(0, len(PLAIN) - 1), data=st.data(),
+       trim=st.booleans(), ctrl_c=st.booleans())
+def test_what_is_pasted_around_a_real_dump_never_changes_it(which, data, trim, ctrl_c):
+    text = PLAIN[which]
+    want = histograms(text)
+    # Between entries: at each blank line that a header follows.
+    cuts = [i + 2 for i in range(len(text)) if text.startswith("\n\n@[", i)]
+    pieces, last = [], 0
+    for at in sorted(data.draw(st.lists(st.sampled_from(cuts), max_size=6, unique=True))):
+        chunk = data.draw(st.lists(st.sampled_from(AROUND), min_size=1, max_size=3))
+        pieces += [text[last:at], "".join(chunk)]
+        last = at
+    pieces.append(text[last:])
+    pieces.append("".join(data.draw(st.lists(st.sampled_from(AROUND), max_size=3))))
+    wrapped = "".join(pieces)
+    if ctrl_c:
+        first = wrapped.index("\n@[") + 1
+        wrapped = wrapped[:first] + "^C" + wrapped[first:]
+    if trim:
+        wrapped = wrapped.rstrip("\n") + "\n"
+    assert histograms(wrapped) == want
