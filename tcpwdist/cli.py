@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(tcpwdist -r FILE gives the same report later)")
     p.add_argument("--map", metavar="NAME",
                    help="with -r: the hist map to report (default: @, or the only "
-                        "map keyed by pid, comm)")
+                        "map keyed by pid, comm; also [comm, pid] or [comm] keys)")
     p.add_argument("--bpftrace", metavar="PATH", default="bpftrace",
                    help="the bpftrace to run (default: bpftrace from PATH)")
     p.add_argument("--max-keys", metavar="N", type=_positive_int, default=65536,
