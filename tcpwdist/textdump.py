@@ -58,8 +58,13 @@ _KEY_LINES = (r"(?:\[(?P<key>[^\n]*|"
               + "|".join(rf"[^\n]{{0,{_COMM_MAX + 9}}}(?:\n[^\n]{{0,{_COMM_MAX}}}){{{n}}}"
                          for n in range(1, _COMM_MAX + 1))
               + rf"|{_STACK_KEY})\])?")
-_HEADER_PATTERN = rf"{_NAME}{_KEY_LINES}: ?[ \t]*\n(?=[\[(]|\n|\Z)"
-hist_header = pp.Regex(_HEADER_PATTERN).set_name("hist header")
+_HEADER_PATTERN = rf"{_NAME}{_KEY_LINES}: ?[ \t]*\n"
+# A hist entry in a map always has a row (bpftrace makes an entry when it
+# counts a write), so a header that a row follows wins over one that a
+# blank line follows, however few lines each key has: a comm such as
+# "a]: \n\n@[1, sshd" cannot end its key early and lend its rows to PID 1.
+hist_header = (pp.Regex(_HEADER_PATTERN + rf"(?={ROW_PATTERN}(?:\n|\Z))")
+               | pp.Regex(_HEADER_PATTERN + r"(?=\n|\Z)")).set_name("hist header")
 
 blank = pp.Regex(r"[ \t]*\n").set_name("blank line")
 end_of_dump = pp.StringEnd().set_name("end of dump")
@@ -182,7 +187,7 @@ class _Series(NamedTuple):
 
 def _hist_item(text: str, loc: int, t: pp.ParseResults) -> _Hist:
     header, found_rows, ending = t[0], t[1], t[2]
-    m = _HEADER_RE.match(header)
+    m = _HEADER_RE.fullmatch(header)
     assert m is not None  # the grammar matched this very pattern
     if isinstance(ending, _Tail):
         return _Hist("@" + m["name"], m["key"], found_rows, "tail", loc, ending.text)
@@ -199,10 +204,13 @@ def _broken_item(text: str, loc: int, t: pp.ParseResults) -> _Hist:
     return _Hist("@" + m["name"], m["key"], [], "tail", loc, t[1].text)
 
 
+# A hist entry is tried first: a line "@[1, ]: ]: " looks like a map line
+# (value "]: "), but if a comm's newline continues its key and a row
+# follows, it is a hist header.
 dump_item = (
-    scalar_line.copy().add_parse_action(lambda t: _Scalar("@" + t["name"], t.get("key"),
-                                                          t["value"]))
-    | hist_entry.copy().add_parse_action(_hist_item)
+    hist_entry.copy().add_parse_action(_hist_item)
+    | scalar_line.copy().add_parse_action(lambda t: _Scalar("@" + t["name"], t.get("key"),
+                                                            t["value"]))
     | tseries_block.copy().add_parse_action(lambda t: _Series("@" + t["name"]))
     | broken_entry.copy().add_parse_action(_broken_item)
     | mark_line.copy().add_parse_action(lambda t: _Mark(t["kind"], t["stamp"]))

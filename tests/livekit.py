@@ -109,9 +109,10 @@ def comm() -> str:
 class Workload:
     """Writer processes, ready (pids known) but waiting for ``go()``."""
 
-    def __init__(self, tmp: Path, writes: str, procs: int = 1, *extra: str) -> None:
-        self.comm = comm()
-        self.gofile = tmp / f"go-{self.comm}"
+    def __init__(self, tmp: Path, writes: str, procs: int = 1, *extra: str,
+                 name: str | None = None) -> None:
+        self.comm = comm() if name is None else name  # name: a comm of the test's choosing
+        self.gofile = tmp / f"go-{uuid.uuid4().hex[:8]}"
         self.proc = subprocess.Popen(
             [sys.executable, WORKLOAD, "--comm", self.comm, "--writes", writes,
              "--procs", str(procs), "--go", str(self.gofile), *extra],

@@ -519,3 +519,16 @@ def test_hand_refusals_name_the_construct():
     parsed = dump.parse("Attaching 1 probe...\n\n\n@c[bash]: 3\n@s: 12\n")
     with pytest.raises(DumpError, match=r"maps found: @c, @s"):
         dump.pick_map(parsed.snapshots)
+
+
+@pytest.mark.parametrize("comm", [b"a]: \n\n@[1, sshd", b"]: \n\n12:00:00", b"x]: \n\n@[1, x"])
+def test_hand_a_comm_cannot_end_its_key_early(comm):
+    # Each is 15 bytes at most, as prctl allows: a process naming itself so
+    # must not lend its writes to another PID, nor wipe out the others.
+    assert len(comm) <= 15
+    row = rows_text(("[1]", 7)).encode()
+    text = (b"Attaching 1 probe...\n\n\n@[666, " + comm + b"]: \n" + row + b"\n"
+            b"@[1, sshd]: \n" + rows_text(("[2, 4)", 2)).encode() + b"\n")
+    parsed = dump.parse(text)
+    got = {(p.pid, p.comm): p.writes for p in dump.processes(parsed.snapshots[-1])}
+    assert got == {(666, comm): 7, (1, b"sshd"): 2}

@@ -412,3 +412,18 @@ def test_progress_line_tells_the_true_number(bt, tmp_path):
     doc = json.loads(out[out.index('{"tcpwdist"'):].splitlines()[0])
     assert [p["writes"] for p in doc["processes"]] == [15]  # the report, once
     assert out.count('{"tcpwdist"') == 1
+
+
+@pytest.mark.parametrize("hostile", ["a]: \n\n@[1, sshd", "]: \n\n12:00:00"])
+def test_a_process_named_to_fool_the_parser_changes_no_other_numbers(bt, tmp_path, hostile):
+    # Any user may name a process so (prctl, 15 bytes): its writes stay its
+    # own, nobody else's numbers change, and the report is whole.
+    victim = Workload(tmp_path, "100x5")
+    attacker = Workload(tmp_path, "10x3", name=hostile)
+    out, said = traced(bt, victim, attacker)
+    docs = docs_of(out)
+    got = {(p["pid"], bytes.fromhex(p["comm_hex"])): p["writes"] for p in docs[0]["processes"]}
+    assert got[(victim.pids[0], victim.comm.encode())] == 5
+    assert got[(attacker.pids[0], hostile.encode())] == 3
+    assert (1, b"sshd") not in got
+    assert "not map output" not in said, said  # nothing skipped, no entry damaged
