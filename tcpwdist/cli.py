@@ -160,6 +160,9 @@ def live_request(args: argparse.Namespace) -> live.Request:
 def read_input(path: str) -> bytes:
     try:
         if path == "-":
+            if sys.stdin is None:
+                raise DumpError("cannot read stdin: it is closed",
+                                hint="give a file with -r FILE, or pipe a dump in")
             return sys.stdin.buffer.read()
         with open(path, "rb") as f:
             return f.read()

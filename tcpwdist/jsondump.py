@@ -14,10 +14,14 @@ import re
 from typing import NamedTuple
 
 from tcpwdist import marks
-from tcpwdist.dump import (MAP_FULL, Bucket, Builder, Dump, Entry, HistEntry, ValueEntry,
-                           lost_count)
+from tcpwdist.dump import (_ANSI, MAP_FULL, Bucket, Builder, Dump, Entry, HistEntry,
+                           ValueEntry, _shown, lost_count)
 from tcpwdist.errors import DumpError
 
+# bpftrace's log lines, which a terminal mixes into a JSON dump.
+_LOG_RE = re.compile(rf"{_ANSI}(?:ERROR|WARNING|Warning: |FATAL|NOTE|HINT|BUG: |Attach|Lost \d|"
+                     r"__BPFTRACE|No probes|cannot attach |could not attach |stdin:|Additional Info"
+                     r"|Kernel |~)")
 _FFFF_RE = re.compile(r"\uffff[fF]{2}([0-9a-fA-F]{2})")
 _DOUBLE_ESCAPED_RE = re.compile(r'\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})')
 
@@ -31,19 +35,63 @@ def _json_key(raw: str, twice: bool) -> str:
             raw = json.loads(f'"{raw}"')
         except ValueError:
             pass  # not escaped after all: keep it as it is
-    return _FFFF_RE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), raw)
+    key = _FFFF_RE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), raw)
+    if _LONE_SURROGATE_RE.search(key):
+        raise DumpError(f"a key holds a lone UTF-16 surrogate: {json.dumps(key)[:40]}",
+                        hint="bpftrace writes such bytes as \\uffffffXX, never this")
+    return key
+
+
+# What stays a surrogate after the above is a byte 0x80-0xff (U+DC80 to
+# U+DCFF, as surrogateescape decodes them); anything else is no byte.
+_LONE_SURROGATE_RE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
 
 
 _INT32_MIN = -(1 << 31)
 
 
+def _integer(value: object, what: str, least: int | None = None) -> int:
+    """A JSON integer (0.24+ writes the big ones as strings), or DumpError."""
+    if isinstance(value, str) and re.fullmatch(r"-?\d{1,20}", value):
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or \
+            (least is not None and value < least):
+        raise DumpError(f"a bucket's {what} is {json.dumps(value)[:20]}, "
+                        f"not {'a count' if least == 0 else 'an integer'}")
+    return value
+
+
 def _json_bucket(b: dict) -> Bucket:
-    lo = int(b["min"]) if "min" in b else None
-    hi = int(b["max"]) + 1 if "max" in b else None
+    lo = _integer(b["min"], '"min"') if "min" in b else None
+    hi = _integer(b["max"], '"max"') + 1 if "max" in b else None
     if lo == _INT32_MIN and hi == 1:
         # bpftrace < 0.20 printed the [2G, 4G) bucket as min -2^31, max 0.
         lo, hi = 1 << 31, 1 << 32
-    return Bucket(lo, hi, int(b["count"]))
+    return Bucket(lo, hi, _integer(b["count"], '"count"', least=0))
+
+
+def _no_constants(name: str) -> object:
+    raise ValueError(f"{name} is not a number bpftrace writes")
+
+
+def _unique(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object, refusing a key given twice (json keeps the last)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {json.dumps(key)[:40]} appears twice in one object")
+        out[key] = value
+    return out
+
+
+def _loads(line: str) -> object:
+    """json.loads for bpftrace records: no NaN/Infinity, no duplicate keys.
+    Raises json.JSONDecodeError for text that is not (or not all) JSON,
+    ValueError for JSON that no bpftrace writes."""
+    try:
+        return json.loads(line, parse_constant=_no_constants, object_pairs_hook=_unique)
+    except RecursionError:
+        raise ValueError("JSON nested too deep for a bpftrace record") from None
 
 
 class _Records(NamedTuple):
@@ -53,6 +101,7 @@ class _Records(NamedTuple):
     cut: str | None
     dropped: int  # "Map full" lines between the records
     lost: int
+    skipped: list[tuple[int, str]]  # (line number, line) of lines that are neither
 
 
 # bpftrace 0.27.1 (measured; maybe other 0.24+ versions) leaves its JSON
@@ -88,25 +137,30 @@ def _json_records(text: str) -> _Records:
     cut: str | None = None
     dropped = 0
     lost = 0
+    skipped: list[tuple[int, str]] = []
     lines = text.split("\n")
     for n, line in enumerate(lines, 1):
         s = line.strip()
         if not s.startswith("{"):  # blank lines, log lines, ^C
             dropped += MAP_FULL in s
             lost += lost_count(s)
+            if s and not _LOG_RE.match(s):
+                skipped.append((n, s))
             continue
         try:
-            rec = json.loads(_undo_hex_counts(s, n, newer))
-        except ValueError:
+            rec = _loads(_undo_hex_counts(s, n, newer))
+        except json.JSONDecodeError:
             if n == len(lines) or all(not x.strip() for x in lines[n:]):
                 cut = f"the last record (line {n}, {len(s)} bytes)"
                 continue
             raise DumpError("a line starts like JSON but is not valid JSON", line=n,
                             hint="is this file damaged? bpftrace -f json writes one record a line")
+        except ValueError as exc:  # valid JSON, but not what bpftrace writes
+            raise DumpError(f"not a bpftrace JSON record: {str(exc)[:80]}", line=n) from None
         if not isinstance(rec, dict) or "type" not in rec:
             raise DumpError("JSON record without a \"type\"", line=n)
         records.append((n, rec))
-    return _Records(records, cut, dropped, lost)
+    return _Records(records, cut, dropped, lost, skipped)
 
 
 def _json_era(records: list[tuple[int, dict]]) -> str | None:
@@ -125,6 +179,15 @@ def _json_era(records: list[tuple[int, dict]]) -> str | None:
 
 
 _MAP_TYPES = ("hist", "map", "stats")
+
+
+def _lost_events(rec: dict, n: int) -> int:
+    """N of a lost_events record: "count" (0.24+) or data.events."""
+    data = rec.get("data")
+    value = rec.get("count", data.get("events", 0) if isinstance(data, dict) else None)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise DumpError("a lost_events record without a count of events", line=n)
+    return value
 
 
 def _json_time(builder: Builder, data: str) -> None:
@@ -147,31 +210,44 @@ def parse_json(text: str) -> Dump:
             for name, value in data.items():
                 try:
                     builder.add_map(name, _json_entries(typ, value, twice))
+                except DumpError as exc:
+                    raise DumpError(f"map {name}: {exc.message}", line=n) from None
                 except (KeyError, TypeError, ValueError, AttributeError):
                     raise DumpError(f"unexpected shape of map {name} in a {typ} record",
                                     line=n) from None
         elif typ == "time" and isinstance(data, str):
             _json_time(builder, data)
         elif typ == "lost_events":
-            lost += int(rec.get("count", (data or {}).get("events", 0)))
+            lost += _lost_events(rec, n)
         elif typ == "helper_error" and (MAP_FULL in str(rec.get("msg", ""))
                                         or rec.get("helper") == "map_update_elem"):
             dropped += 1
     builder.flush()
+    return Dump(tuple(builder.snapshots), "json", recognised=bool(found.records),
+                notes=_notes(found, era), cut=found.cut, map_full=dropped > 0, dropped=dropped,
+                lost_events=lost, era=era)
+
+
+def _notes(found: _Records, era: str | None) -> tuple[str, ...]:
     notes = []
+    if found.skipped:
+        n, line = found.skipped[0]
+        many = len(found.skipped)
+        notes.append(f"skipped {many} {'line' if many == 1 else 'lines'} that "
+                     f"{'is' if many == 1 else 'are'} not a JSON record, the first: line {n} "
+                     f"'{_shown(line[:60])}'")
     if era == ">=0.24":
         notes.append("bpftrace >= 0.24 strips spaces from JSON map keys: "
                      "comms that held spaces are shown without them")
-    return Dump(tuple(builder.snapshots), "json", recognised=bool(found.records),
-                notes=tuple(notes), cut=found.cut, map_full=dropped > 0, dropped=dropped,
-                lost_events=lost, era=era)
+    return tuple(notes)
 
 
 def _json_entries(typ: str, value: object, twice: bool) -> list[Entry]:
     if typ == "hist":
         if isinstance(value, list):  # keyless: "@h": [buckets]
             return [HistEntry(None, tuple(_json_bucket(b) for b in value))]
-        assert isinstance(value, dict)
+        if not isinstance(value, dict):
+            raise TypeError("a hist map is a list of buckets or an object of them")
         return [HistEntry(_json_key(k, twice), tuple(_json_bucket(b) for b in v))
                 for k, v in value.items()]
     if isinstance(value, dict) and not (typ == "stats" and "count" in value):

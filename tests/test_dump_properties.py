@@ -5,11 +5,12 @@ damage to real captures never raises anything but tcpwdist's own error."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, example, given, settings, strategies as st
 
 from conftest import CAPTURES, FIXTURES
-from tcpwdist import dump
+from tcpwdist import dump, report
 from tcpwdist.errors import DumpError
 
 SETTINGS = settings(max_examples=150, deadline=None,
@@ -272,3 +273,70 @@ def test_what_is_pasted_around_a_real_dump_never_changes_it(which, data, trim, c
     if trim:
         wrapped = wrapped.rstrip("\n") + "\n"
     assert histograms(wrapped) == want
+
+
+# Malformed JSON, bpftrace's or tcpwdist's own: read, or refused with
+# tcpwdist's error (exit 7), never anything else.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=12)
+ATTACHED = '{"type": "attached_probes", "data": {"probes": 1}}\n'
+
+
+@SETTINGS
+@given(typ=st.sampled_from(["hist", "map", "stats", "lost_events", "time", "printf",
+                            "helper_error", "tseries", "attached_probes"]),
+       data=json_values, count=st.none() | json_values,
+       key=st.text(max_size=12)
+       | st.builds("{},{}".format, st.integers(0, 10**6), st.text(max_size=8)),
+       buckets=st.lists(st.fixed_dictionaries({"count": json_values},
+                                              optional={"min": json_values, "max": json_values})
+                        | json_values, max_size=3))
+@example(typ="hist", data=None, count=None, key="5,abc", buckets=[{"count": -3}])
+@example(typ="hist", data=None, count=None, key="5,abc", buckets=[{"count": 3.5}])
+@example(typ="hist", data=None, count=None, key="5,abc", buckets=[{"count": True}])
+@example(typ="hist", data=None, count=None, key="5,abc", buckets=[{"count": 1, "min": "x"}])
+@example(typ="lost_events", data=[1], count=None, key="", buckets=[])
+def test_any_json_record_is_read_or_refused_with_our_error(typ, data, count, key, buckets):
+    records = [{"type": typ, "data": data}, {"type": typ, "data": {"@": {key: buckets}}}]
+    if count is not None:
+        records[0]["count"] = count
+    for record in records:
+        try:
+            result = dump.parse(ATTACHED + json.dumps(record) + "\n")
+            for snap in result.snapshots:
+                for p in dump.processes(snap):
+                    assert all(type(b.count) is int and b.count >= 0 for b in p.buckets)
+        except DumpError:
+            pass
+
+
+OWN = (Path(__file__).parent / "golden" / "reports" / "basic.json").read_text().splitlines()[0]
+
+
+@SETTINGS
+@given(path=st.lists(st.sampled_from(["processes", 0, "buckets", "pid", "comm", "comm_hex",
+                                      "cmd", "count", "value", "max", "host", "duration",
+                                      "members", "bytes", "time"]), min_size=1, max_size=5),
+       value=json_values)
+def test_own_json_with_any_field_wrong_is_read_or_refused(path, value):
+    doc = json.loads(OWN)
+    node = doc
+    for step in path[:-1]:
+        if isinstance(node, dict) and step in node:
+            node = node[step]
+        elif isinstance(node, list) and isinstance(step, int) and node:
+            node = node[0]
+    last = path[-1]
+    if isinstance(node, dict):
+        node[last if isinstance(last, str) else "pid"] = value
+    elif isinstance(node, list) and node:
+        node[0] = value
+    try:
+        for _, rows, _ in report.read_own_json(json.dumps(doc).encode(), "f"):
+            for fmt in ("dist", "table", "csv", "json"):
+                report.render(fmt, rows)
+    except DumpError:
+        pass
