@@ -1,19 +1,18 @@
 """tcpwdist's command line: the parser, dispatch, and errors mapped to
-exit codes.  The live run is :mod:`tcpwdist.live`; stdout and stderr are
-:mod:`tcpwdist.console`'s."""
+exit codes.  The live run is :mod:`tcpwdist.live`, the -r run
+:mod:`tcpwdist.readrun`; stdout and stderr are :mod:`tcpwdist.console`'s."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Sequence
 
-from tcpwdist import __version__, dump, host, live, program, report
+from tcpwdist import __version__, host, live, program, readrun, report
 from tcpwdist.console import PROG, Console
-from tcpwdist.errors import (EXIT_CODE_MEANINGS, BpftraceMissing, DumpError, ExitCode, NoProbe,
-                             TcpwdistError, UsageError)
+from tcpwdist.errors import (EXIT_CODE_MEANINGS, BpftraceMissing, ExitCode, NoProbe, TcpwdistError,
+                             UsageError)
 
 USAGE = "tcpwdist [options] [interval [count]]"
 DESCRIPTION = """\
@@ -157,82 +156,6 @@ def live_request(args: argparse.Namespace) -> live.Request:
 # -r: reading dumps (and tcpwdist's own JSON), one or several.
 
 
-def read_input(path: str) -> bytes:
-    try:
-        if path == "-":
-            if sys.stdin is None:
-                raise DumpError("cannot read stdin: it is closed",
-                                hint="give a file with -r FILE, or pipe a dump in")
-            return sys.stdin.buffer.read()
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        raise DumpError(f"cannot read {path}: {exc.strerror}",
-                        hint="give a file holding bpftrace output") from None
-
-
-@dataclass(frozen=True)
-class Input:
-    """One -r input, as reports: (meta, rows, time) per snapshot."""
-
-    source: str
-    reports: list[tuple[report.Meta, list[report.Row], str | None]]
-    parsed: dump.Dump | None  # None for tcpwdist's own JSON
-    name: str = "@"  # the map reported
-
-
-def load(path: str, map_name: str | None) -> Input:
-    source = "stdin" if path == "-" else path
-    data = read_input(path)
-    if report.is_own_json(data):
-        return Input(source, report.read_own_json(data, source), None)
-    parsed = dump.parse(data)
-    if not parsed.snapshots and not parsed.recognised:
-        raise DumpError(f"{source} holds no bpftrace map output",
-                        hint="give the output of bpftrace running tcpwdist's program")
-    name = dump.pick_map(parsed.snapshots, map_name)
-    shape = dump.key_shape(parsed.snapshots, name)
-    found = dump.reports(parsed.snapshots)
-    snaps = found.snapshots or ([found.partial] if found.partial is not None else [])
-    partial = report.Meta(partial=True, warnings=(
-        f"partial report: the dump ends without bpftrace's final dump; this is its last "
-        f"snapshot, of {found.partial.stamp}",)) if not found.snapshots and found.partial else \
-        report.Meta()
-    reports = [(partial, report.rows_of(s, name, shape=shape), s.stamp) for s in snaps]
-    if shape != dump.PID_COMM:
-        parsed = replace(parsed, notes=parsed.notes + (
-            f"{name} is keyed by [{shape}]" + (": one histogram per comm, no PID, no command "
-                                               "line" if shape == dump.COMM else ""),))
-    return Input(source, reports, parsed, name)
-
-
-def _heard(inp: Input, console: Console) -> tuple[int, tuple[str, ...]]:
-    """Say what the input's dump says; its exit code (7 if it was cut) and
-    the warnings its report carries."""
-    if inp.parsed is None:
-        return ExitCode.OK, ()
-    said = report.dump_notes(inp.parsed, inp.name)
-    for line in said:
-        console.say_once(line)
-    return live.cut_code(inp.parsed, console), report.warnings_of(said)
-
-
-def _filtered(inp: Input, pids: list[int], comms: list[str]) -> Input:
-    """The input's reports with only the processes -p and -c name (each
-    option a list of alternatives; both given, a row must match both)."""
-    if not pids and not comms:
-        return inp
-    wanted = {c.encode("utf-8", "surrogateescape") for c in comms}
-    reports = []
-    for meta, rows, stamp in inp.reports:
-        if pids and any(r.hist.pid is None for r in rows):
-            raise UsageError(f"{inp.name} in {inp.source} has no PIDs in its keys: -p cannot "
-                             "filter it", hint="filter it by command name with -c NAME")
-        reports.append((meta, [r for r in rows if (not pids or r.hist.pid in pids)
-                               and (not wanted or r.hist.comm in wanted)], stamp))
-    return replace(inp, reports=reports)
-
-
 def run_read(args: argparse.Namespace, console: Console) -> int:
     if args.duration or args.write_raw or args.interval:
         raise UsageError("-d, -w and interval are for tracing; -r reads a dump")
@@ -246,34 +169,8 @@ def run_read(args: argparse.Namespace, console: Console) -> int:
                          hint="with -r, -p PID and -c NAME filter the dump's processes")
     for comm in args.comm:
         program.validate_comm(comm)
-    inputs = [_filtered(load(path, args.map), args.pid, args.comm) for path in args.read]
-    heard = [_heard(inp, console) for inp in inputs]
-    warnings = tuple(w for _, ws in heard for w in ws)
-    if len(inputs) == 1:
-        _report_one(inputs[0], report_options(args), warnings, console)
-    else:
-        _report_merged(inputs, report_options(args), warnings, console)
-    return max(code for code, _ in heard)
-
-
-def _report_one(one: Input, options: report.Options, warnings: tuple[str, ...],
-                console: Console) -> None:
-    """One input: its reports in order (an interval series stays one)."""
-    series = report.Series(options, report.Meta(source=one.source, warnings=warnings),
-                           numbered=len(one.reports) > 1)
-    for meta, rows, stamp in one.reports or [(report.Meta(), [], None)]:
-        console.report(series.next(rows, stamp, meta))
-
-
-def _report_merged(inputs: list[Input], options: report.Options, warnings: tuple[str, ...],
-                   console: Console) -> None:
-    """Several inputs (one per host, say): one report of everything.  Rows
-    from a bpftrace dump carry no host: they are named by their file."""
-    merged = [r if r.host else replace(r, host=inp.source)
-              for inp in inputs for _, rows, _ in inp.reports for r in rows]
-    series = report.Series(options, report.Meta(sources=tuple(i.source for i in inputs),
-                                                warnings=warnings))
-    console.report(series.next(merged))
+    return readrun.run(readrun.Request(tuple(args.read), args.map, tuple(args.pid),
+                                       tuple(args.comm), report_options(args)), console)
 
 
 # --------------------------------------------------------------------------

@@ -144,6 +144,10 @@ def _json_records(text: str) -> _Records:
         if not s.startswith("{"):  # blank lines, log lines, ^C
             dropped += MAP_FULL in s
             lost += lost_count(s)
+            if s.startswith("@"):
+                raise DumpError("a text map line in a JSON dump: text and JSON output mixed "
+                                f"in one input ('{_shown(s[:40])}')", line=n,
+                                hint="give each bpftrace run's output as its own -r input")
             if s and not _LOG_RE.match(s):
                 skipped.append((n, s))
             continue

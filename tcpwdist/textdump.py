@@ -276,6 +276,10 @@ class _Reading:
         elif isinstance(item, _Noise):
             self.noise(item.line)
         elif isinstance(item, _Foreign):
+            if item.line.lstrip().startswith('{"type":'):
+                raise DumpError("a JSON record in a text dump: text and JSON output mixed in "
+                                "one input", line=self.line_of(item.at),
+                                hint="give each bpftrace run's output as its own -r input")
             self.skipped.append((item.at, item.line))
         elif isinstance(item, _Cut):
             self.cut = self.cut or f"the last line ({_shown(item.line[:40])})"

@@ -398,3 +398,34 @@ def test_map_keyed_by_comm_or_comm_pid_is_read_when_named(tcpwdist):
     assert " COMM: foreign\n" in dist.out and "processes)" not in dist.out
     assert_one_error_line(tcpwdist("-r", str(FOREIGN_PTY), "--map", "@c", "-p", "1"),
                           ExitCode.USAGE, "has no PIDs in its keys")
+
+
+def test_the_same_input_twice_is_refused_and_the_same_bytes_or_host_said(tcpwdist, tmp_path):
+    capture = str(FOREIGN_PTY)
+    assert_one_error_line(tcpwdist("-r", capture, "-r", capture), ExitCode.USAGE,
+                          "is the same input as", "counted twice")
+    copy = tmp_path / "copy.txt"
+    copy.write_bytes(FOREIGN_PTY.read_bytes())
+    done = tcpwdist("-r", capture, "-r", str(copy), "-o", "json")
+    assert done.code == 0
+    assert "holds the same bytes as" in done.err
+    assert any("holds the same bytes" in w for w in done.docs[0]["warnings"])
+    # Two of tcpwdist's own reports that claim one host.
+    own = tcpwdist("-r", capture, "-o", "json").out
+    doc = json.loads(own)
+    doc["host"] = "web1"
+    (tmp_path / "a.json").write_text(json.dumps(doc) + "\n")
+    doc["warnings"] = ["another run"]
+    (tmp_path / "b.json").write_text(json.dumps(doc) + "\n")
+    done = tcpwdist("-r", str(tmp_path / "a.json"), "-r", str(tmp_path / "b.json"), "-o", "json")
+    assert "both report host web1: their processes are added together" in done.err
+
+
+@pytest.mark.parametrize("mixed", ["text-in-json", "json-in-text"])
+def test_text_and_json_mixed_in_one_input_is_refused(tcpwdist, tmp_path, mixed):
+    text = FOREIGN_PTY.read_bytes()
+    json_dump = (FOREIGN / "0.27.1-foreign.json-pipe.txt").read_bytes()
+    data = json_dump + text if mixed == "text-in-json" else text + b"\n" * 2 + json_dump
+    (tmp_path / "mixed").write_bytes(data)
+    assert_one_error_line(tcpwdist("-r", str(tmp_path / "mixed")), ExitCode.BAD_DUMP,
+                          "text and JSON output mixed")
