@@ -91,16 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what to trace (default: auto, the first that works of "
                         + ", ".join(program.PROBES) + ")")
     p.add_argument("-w", "--write-raw", metavar="FILE",
-                   help="write bpftrace's raw output to FILE as it arrives "
-                        "(tcpwdist -r FILE gives the same report later)")
+                   help="write bpftrace's raw output to a new FILE as it arrives "
+                        "(never over an existing file or through a symlink; "
+                        "tcpwdist -r FILE gives the same report later)")
     p.add_argument("--map", metavar="NAME",
                    help="with -r: the hist map to report (default: @, or the only "
                         "map keyed by pid, comm; also [comm, pid] or [comm] keys)")
     p.add_argument("--bpftrace", metavar="PATH", default="bpftrace",
                    help="the bpftrace to run (default: bpftrace from PATH)")
-    p.add_argument("--max-keys", metavar="N", type=_positive_int, default=65536,
+    p.add_argument("--max-keys", metavar="N", type=_map_size, default=65536,
                    help="bpftrace map size, in (pid, comm, bucket) entries "
-                        "(default: 65536)")
+                        "(default: 65536; at most 4194304)")
     p.add_argument("--attach-timeout", metavar="SECONDS", type=_positive_float, default=30.0,
                    help="how long to wait for the probes to attach (default: 30)")
     p.add_argument("--stop-timeout", metavar="SECONDS", type=_positive_float, default=30.0,
@@ -129,6 +130,20 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+# bpftrace allocates the whole map when it loads the program, in kernel
+# memory, and a load of tens of millions of entries can keep it busy in
+# the kernel past every timeout: 4M entries (a few hundred MB) at most.
+MAX_KEYS_LIMIT = 1 << 22
+
+
+def _map_size(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_KEYS_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"{value} is more than tcpwdist lets bpftrace allocate ({MAX_KEYS_LIMIT})")
     return value
 
 

@@ -13,6 +13,8 @@ import errno
 import os
 import sys
 
+from tcpwdist.errors import OutputFailed
+
 PROG = "tcpwdist"
 _GONE = (errno.EIO, errno.ENXIO)  # the terminal hung up
 
@@ -40,15 +42,24 @@ class Console:
             sys.stdout.write(text)
             sys.stdout.flush()
         except BrokenPipeError:
-            # Quietly, like `cat | head`: point stdout at /dev/null so that
-            # Python's exit-time flush does not complain about the pipe.
-            self.closed = True
+            # Quietly, like `cat | head`.
+            self._drop_stdout()
+        except OSError as exc:
+            self._drop_stdout()
+            if exc.errno not in _GONE:
+                raise OutputFailed(f"cannot write the report to stdout: {exc.strerror}",
+                                   hint="free some space, or send the report elsewhere") from None
+
+    def _drop_stdout(self) -> None:
+        """Point stdout at /dev/null, so that Python's exit-time flush does
+        not complain of what it could not write."""
+        self.closed = True
+        try:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
-        except OSError as exc:
-            if exc.errno not in _GONE:
-                raise
-            self.closed = True
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
 
     # -- stderr ------------------------------------------------------------
 

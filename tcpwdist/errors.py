@@ -22,6 +22,7 @@ class ExitCode(enum.IntEnum):
     BPFTRACE_FAILED = 6
     BAD_DUMP = 7
     INTERRUPTED_EARLY = 8
+    OUTPUT_FAILED = 9
 
 
 #: One line per code, in the words --help, README and the man page use.
@@ -35,6 +36,7 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.BPFTRACE_FAILED: "bpftrace failed (died, hung, ignored the interrupt)",
     ExitCode.BAD_DUMP: "dump unreadable, incomplete, or without a TCP write map",
     ExitCode.INTERRUPTED_EARLY: "interrupted before tracing began",
+    ExitCode.OUTPUT_FAILED: "the report could not be written to stdout (disk full, I/O error)",
 }
 
 
@@ -96,3 +98,9 @@ class DumpError(TcpwdistError):
 
 class InterruptedEarly(TcpwdistError):
     exit_code = ExitCode.INTERRUPTED_EARLY
+
+
+class OutputFailed(TcpwdistError):
+    """stdout would not take the report (not a closed pipe: that is quiet)."""
+
+    exit_code = ExitCode.OUTPUT_FAILED

@@ -279,15 +279,24 @@ class _raw_file:
 
     def __enter__(self) -> BinaryIO | None:
         if self.path:
+            # As root, in a directory others can write: never follow a
+            # symlink planted there, never overwrite a file (README, -w).
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             try:
-                self.file = open(self.path, "wb")
+                self.file = os.fdopen(os.open(self.path, flags, 0o644), "wb")
+            except FileExistsError:
+                raise UsageError(f"-w {self.path}: it exists, and -w never overwrites",
+                                 hint="remove it first, or give a new file name") from None
             except OSError as exc:
                 raise UsageError(f"cannot write {self.path}: {exc.strerror}") from None
         return self.file
 
     def __exit__(self, *exc: object) -> None:
         if self.file is not None:
-            self.file.close()
+            try:
+                self.file.close()
+            except OSError:
+                pass  # what it could not take was said when it happened
 
 
 def _attach(req: Request, facts: host.Facts, programs: list[tuple[str, str]],
@@ -331,9 +340,15 @@ def _trace(req: Request, flags: Flags, console: Console, session: trace.Session,
     snapshots = SnapshotFeed(session, console, _progress_wanted(req, console))
     feed = interval or snapshots
 
+    raw_said: list[str] = []
+
     def tick() -> None:
         recorder.tick()
         feed.tick()
+        if session.raw_failed and not raw_said:
+            raw_said.append(f"-w {req.write_raw} stopped at a write error "
+                            f"({session.raw_failed}): the file is incomplete")
+            console.say(f"warning: {raw_said[0]}; tracing goes on")
 
     deadline = time.monotonic() + req.duration if req.duration else None
     session.trace(deadline, tick)
@@ -352,7 +367,8 @@ def _trace(req: Request, flags: Flags, console: Console, session: trace.Session,
     # dump repeats its keys), or adds to the last, partial interval.
     rest = marks.without(session.output, marks.TOTAL, marks.SNAPSHOT)
     parsed = snapshots.heard(dump.parse(rest))
-    warnings = reporter.notes(parsed)
+    tick()  # a write error in the last output read is said too
+    warnings = reporter.notes(parsed) + tuple(raw_said)
     if interval is not None:
         interval.finish(parsed, warnings)
     else:

@@ -133,6 +133,7 @@ class Session:
             raise BpftraceMissing(f"cannot run {bpftrace}: {exc}".splitlines()[0],
                                   hint=INSTALL_HINT) from None
         self.raw_log = raw_log
+        self.raw_failed: str | None = None  # why writing raw_log stopped, if it did
         os.set_blocking(self.child.child_fd, False)  # _read reads until the pty is empty
 
     # -- reading ---------------------------------------------------------
@@ -188,8 +189,12 @@ class Session:
         data = b"".join(chunks)
         self._buffer += data
         if self.raw_log is not None and data:
-            self.raw_log.write(data)
-            self.raw_log.flush()
+            try:
+                self.raw_log.write(data)
+                self.raw_log.flush()
+            except OSError as exc:  # a full disk: the file stops, tracing goes on
+                self.raw_failed = exc.strerror or str(exc)
+                self.raw_log = None
         return data
 
     # -- phases ----------------------------------------------------------

@@ -429,3 +429,60 @@ def test_text_and_json_mixed_in_one_input_is_refused(tcpwdist, tmp_path, mixed):
     (tmp_path / "mixed").write_bytes(data)
     assert_one_error_line(tcpwdist("-r", str(tmp_path / "mixed")), ExitCode.BAD_DUMP,
                           "text and JSON output mixed")
+
+
+# -w as root in a directory others can write (/tmp): nothing planted there
+# is followed or overwritten, and a full disk stops the file, not the trace.
+@pytest.mark.parametrize("planted", ["symlink", "file", "dangling symlink"])
+def test_write_raw_never_follows_a_symlink_nor_overwrites(tcpwdist, tmp_path, planted):
+    victim = tmp_path / "root-owned"
+    victim.write_bytes(b"precious\n")
+    path = tmp_path / "raw.txt"
+    if planted == "symlink":
+        path.symlink_to(victim)
+    elif planted == "dangling symlink":
+        path.symlink_to(tmp_path / "nothing-yet")
+    else:
+        path.write_bytes(b"someone's file\n")
+    done = tcpwdist("--bpftrace", FAKE, "-d", "0.3", "-w", str(path), env={"FAKE_MODE": "ok"})
+    assert_one_error_line(done, ExitCode.USAGE, "-w never overwrites")
+    assert victim.read_bytes() == b"precious\n"
+    assert not (tmp_path / "nothing-yet").exists()
+    assert planted != "file" or path.read_bytes() == b"someone's file\n"
+
+
+def test_a_full_disk_stops_the_raw_file_not_the_trace(tmp_path):
+    import resource
+
+    def small_files() -> None:  # files stop at 3000 bytes: EFBIG, as a full disk would
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))
+
+    raw = tmp_path / "raw.txt"
+    done = subprocess.run([sys.executable, "-c", AS_ROOT, "--bpftrace", FAKE, "-d", "1.5",
+                           "-w", str(raw), "-o", "json"], capture_output=True, cwd=ROOT,
+                          timeout=60, preexec_fn=small_files, env=dict(os.environ, FAKE_MODE="ok"))
+    err = done.stderr.decode()
+    assert done.returncode == 0, err
+    assert "warning: -w " in err and "stopped at a write error (File too large)" in err
+    doc = json.loads(done.stdout)
+    assert (4242, 30) in {(p["pid"], p["writes"]) for p in doc["processes"]}  # the fake's dump
+    assert any("the file is incomplete" in w for w in doc["warnings"])
+    assert 0 < raw.stat().st_size <= 3000
+
+
+def test_a_stdout_that_takes_nothing_is_its_own_exit_code():
+    done = subprocess.run(f"{sys.executable} -m tcpwdist -r {CAPTURES[0]} > /dev/full",
+                          shell=True, capture_output=True, cwd=ROOT, timeout=60)
+    err = done.stderr.decode()
+    assert done.returncode == ExitCode.OUTPUT_FAILED, err
+    assert err.count("\n") == 1 and "cannot write the report to stdout: No space left" in err
+
+
+def test_max_keys_is_bounded_before_bpftrace_allocates_it(tcpwdist, capsys):
+    with pytest.raises(SystemExit) as exited:  # argparse's own exit
+        tcpwdist("--bpftrace", FAKE, "--max-keys", "20000000", "-d", "1")
+    assert exited.value.code == ExitCode.USAGE
+    assert "more than tcpwdist lets bpftrace allocate (4194304)" in capsys.readouterr().err
+    done = tcpwdist("--bpftrace", FAKE, "--max-keys", "4194304", "--program")
+    assert done.code == 0, done.err
