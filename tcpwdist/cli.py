@@ -196,7 +196,7 @@ def show_program(args: argparse.Namespace, console: Console) -> int:
     opts = program_options(args)
     program.validate(opts)
     if opts.cgroup is not None:
-        host.check_cgroup(opts.cgroup)
+        opts = replace(opts, cgroup=host.check_cgroup(opts.cgroup))
     try:
         facts = host.gather(args.bpftrace, args.probe)
     except BpftraceMissing:

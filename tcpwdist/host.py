@@ -152,13 +152,17 @@ def cgroup2_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
     return mounts
 
 
-def check_cgroup(path: str) -> None:
-    """UsageError unless ``path`` is a cgroup v2 directory."""
+def check_cgroup(path: str) -> str:
+    """The cgroup v2 directory ``path`` names, symlinks resolved (what is
+    checked is what is traced: bpftrace's cgroupid() does not resolve
+    them); UsageError unless it is one."""
     real = os.path.realpath(path)
     mounts = cgroup2_mounts()
     problem = None
     if not mounts:
         problem = "this host has no cgroup v2 filesystem mounted"
+    elif not os.path.exists(real):
+        problem = f"{path} does not exist"
     elif not any(real == m or real.startswith(m.rstrip("/") + "/") for m in mounts):
         problem = f"{path} is not under a cgroup v2 mount ({', '.join(mounts)})"
     elif not os.path.isdir(real):
@@ -166,3 +170,4 @@ def check_cgroup(path: str) -> None:
     if problem:
         raise UsageError(f"--cgroup: {problem}",
                          hint="give a cgroup v2 directory, e.g. /sys/fs/cgroup/system.slice")
+    return real

@@ -241,7 +241,8 @@ def run(req: Request, console: Console) -> int:
     # Everything the user typed is checked before anything runs.
     program.validate(req.program)
     if req.program.cgroup is not None:
-        host.check_cgroup(req.program.cgroup)
+        req = replace(req, program=replace(req.program, cgroup=host.check_cgroup(
+            req.program.cgroup)))
     if not is_root():
         raise PermissionDenied("tracing needs root (bpftrace loads BPF programs)",
                                hint="run it with sudo, or read a captured dump with -r FILE")

@@ -85,6 +85,11 @@ def safe_text(raw: bytes) -> str:
     return "".join(out)
 
 
+def _shown(text: str) -> str:
+    """Text from an input file, safe on a terminal (see safe_text)."""
+    return safe_text(text.encode("utf-8", "surrogateescape"))
+
+
 def cut(text: str, width: int = CMD_WIDTH) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
@@ -274,14 +279,23 @@ CSV_COLUMNS = ["host", "interval", "time", "pid", "comm", "cmd", "value", "max",
 
 
 def _text(raw: bytes) -> str:
+    """Bytes as JSON text (json.dumps escapes every control character)."""
     return raw.decode("utf-8", "replace")
+
+
+def _cell(text: str) -> str:
+    """A CSV text cell: escaped like every text report (no control byte
+    reaches a terminal or a spreadsheet raw), and one that begins like a
+    formula (= + - @) gets a leading ' so that spreadsheets show it as
+    text (OWASP's advice on CSV injection)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
 
 
 def render_csv(rows: Sequence[Row], header: bool = True, meta: dict | None = None) -> str:
     """One row per process and bucket; ``interval`` and ``time`` (from
     ``meta``) tell the rows of a series apart."""
     meta = meta or {}
-    when = [meta.get("interval", ""), meta.get("time", "")]
+    when = [meta.get("interval", ""), _cell(meta.get("time", ""))]
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     if header:
@@ -290,8 +304,8 @@ def render_csv(rows: Sequence[Row], header: bool = True, meta: dict | None = Non
         h = r.hist
         p50, p99 = percentile(h.buckets, 0.5), percentile(h.buckets, 0.99)
         for b in h.buckets:
-            w.writerow([r.host or "", *when, "" if h.pid is None else h.pid, _text(h.comm),
-                        _text(r.cmd if r.cmd is not None else h.comm),
+            w.writerow([_cell(r.host or ""), *when, "" if h.pid is None else h.pid,
+                        _cell(safe_text(h.comm)), _cell(r.shown_cmd),
                         "" if b.lo is None else b.lo, "" if b.hi is None else b.hi - 1, b.count,
                         h.writes, _label(p50), _label(p99), "" if r.bytes is None else r.bytes])
     return out.getvalue()
@@ -513,6 +527,11 @@ class Series:
         o = self.options
         ordered = order(group(rows, o.group_by), o.sort, o.top)
         doc: dict[str, Any] = self.meta.merged(meta).fields()
+        if o.fmt != "json":
+            # Hosts and times may come from files (-r): shown escaped, as
+            # comms are; the JSON keeps them exact.
+            ordered = [replace(r, host=_shown(r.host)) if r.host else r for r in ordered]
+            stamp = _shown(stamp) if stamp else stamp
         if stamp:
             doc["time"] = stamp
         if self.numbered:

@@ -77,3 +77,18 @@ def test_gather_asks_info_only_when_it_decides(monkeypatch):
 def test_cgroup_outside_cgroup2_is_a_usage_error():
     with pytest.raises(UsageError, match="--cgroup"):
         host.check_cgroup("/proc")
+
+
+def test_cgroup_is_traced_as_it_was_checked_symlinks_resolved(monkeypatch, tmp_path, tcpwdist):
+    # bpftrace's cgroupid() does not resolve a symlink: given one, it
+    # traced nothing, silently.  What is checked is what is traced.
+    group = tmp_path / "cg2" / "web.service"
+    group.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(group)
+    monkeypatch.setattr(host, "cgroup2_mounts", lambda: [str(tmp_path / "cg2")])
+    assert host.check_cgroup(str(tmp_path / "link")) == str(group)
+    done = tcpwdist("--program", "--probe", "tracepoint", "--cgroup", str(tmp_path / "link"),
+                    "--bpftrace", str(Path(__file__).parent / "fake" / "bpftrace"))
+    assert f'cgroupid("{group}")' in done.out and "link" not in done.out
+    with pytest.raises(UsageError, match="does not exist"):
+        host.check_cgroup(str(tmp_path / "cg2" / "nope"))

@@ -3,14 +3,18 @@ and format of one run gives the same report), terminal safety, widths."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
+import unicodedata
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from conftest import CAPTURES, capture_id
-from tcpwdist import report
+from tcpwdist import dump, report
 from tcpwdist.dump import Bucket, ProcessHist
 
 GOLDEN = Path(__file__).parent / "golden" / "reports"
@@ -107,3 +111,26 @@ def test_open_buckets_are_labelled():
     [p] = json.loads(report.render_json(rows))["processes"]
     assert p["buckets"] == [{"value": None, "max": -1, "count": 1},
                             {"value": 100, "max": None, "count": 2}]
+
+
+# Nothing from a traced process or an input file reaches a terminal or a
+# spreadsheet raw: any comm, command line, host name or time, every format.
+any_text = st.text(st.characters(codec="utf-8") | st.sampled_from(list("\x1b\x07\r\n\t=+-@")),
+                   max_size=20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(comm=st.binary(max_size=15), cmd=st.none() | st.binary(max_size=40),
+       host=st.none() | any_text, stamp=st.none() | any_text)
+def test_no_control_byte_reaches_a_text_report_and_no_csv_cell_is_a_formula(comm, cmd, host,
+                                                                            stamp):
+    hist = dump.ProcessHist(7, comm, (dump.Bucket(1, 2, 3),))
+    rows = [report.Row(hist, cmd, host)]
+    for fmt in ("dist", "table", "csv"):
+        series = report.Series(report.Options(fmt=fmt, timestamp=True))
+        text = series.next(rows, stamp)
+        assert all(ch == "\n" or unicodedata.category(ch) not in ("Cc", "Cf") for ch in text), \
+            (fmt, text)
+        if fmt == "csv":
+            for record in list(csv.reader(io.StringIO(text)))[1:]:
+                assert all(cell[:1] not in ("=", "+", "-", "@") for cell in record), record
