@@ -1,3 +1,3 @@
-from tcpwdist.cli import main
+from tcpwdist.entry import main
 
 raise SystemExit(main())

@@ -5,6 +5,7 @@ exit codes.  The live run is :mod:`tcpwdist.live`, the -r run
 from __future__ import annotations
 
 import argparse
+import signal
 import traceback
 from dataclasses import replace
 from typing import Sequence
@@ -238,6 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         return int(exc.exit_code)
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C changes nothing now
         console.say("interrupted")
         return int(ExitCode.INTERRUPTED_EARLY)
     except Exception as exc:  # a bug: say so, and how to report it

@@ -486,3 +486,27 @@ def test_max_keys_is_bounded_before_bpftrace_allocates_it(tcpwdist, capsys):
     assert "more than tcpwdist lets bpftrace allocate (4194304)" in capsys.readouterr().err
     done = tcpwdist("--bpftrace", FAKE, "--max-keys", "4194304", "--program")
     assert done.code == 0, done.err
+
+
+@pytest.mark.parametrize("times", [1, 2])
+def test_ctrl_c_while_python_imports_tcpwdist_is_quiet_and_exit_8(times):
+    # The interrupt lands, deterministically, while tcpwdist.cli is imported.
+    script = f"""
+import os, signal, sys, time
+class Interrupt:
+    def find_spec(self, name, path, target=None):
+        if name == "tcpwdist.cli":
+            for _ in range({times}):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+        return None
+sys.meta_path.insert(0, Interrupt())
+sys.argv = ["tcpwdist", "-r", {str(CAPTURES[0])!r}]
+from tcpwdist import entry
+sys.exit(entry.main())
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, cwd=ROOT,
+                          timeout=60)
+    assert done.returncode == ExitCode.INTERRUPTED_EARLY, done.stderr
+    assert done.stderr == b"tcpwdist: interrupted before tracing began\n"
+    assert done.stdout == b""

@@ -55,7 +55,7 @@ def test_imports_run_one_way():
     for path in MODULES:
         mods = imports(path)
         name = path.stem
-        assert "tcpwdist.cli" not in mods or name == "__main__", f"{name} imports cli"
+        assert "tcpwdist.cli" not in mods or name == "entry", f"{name} imports cli"
         if name in PURE:
             ours = {m.split(".", 1)[1] for m in mods if m.startswith("tcpwdist.")}
             assert ours <= PURE, f"pure {name} imports {ours - PURE}"
