@@ -375,6 +375,22 @@ def test_a_killed_bpftrace_leaves_the_last_snapshot(bt, tmp_path):
     assert "tcpwdist: error: bpftrace ended while tracing (killed by signal 9)" in err
 
 
+def test_someone_elses_sigterm_gives_the_whole_report(bt, tmp_path):
+    # bpftrace prints its whole map on SIGTERM and exits 0: that dump is
+    # the report, complete, with a note that tcpwdist did not stop it.
+    w = Workload(tmp_path, "1000x23,1x7")
+    proc, _ = start(bt, "-o", "json")
+    w.go()
+    os.kill(_bpftrace_of(proc), signal.SIGTERM)  # an admin's kill, say
+    out, err = proc.communicate(timeout=60)
+    err = err.decode()
+    assert proc.returncode == ExitCode.OK, err
+    [doc] = docs_of(out)
+    assert counts(out, w) == {w.pids[0]: {512: 23, 1: 7}}
+    assert "partial" not in doc
+    assert "bpftrace ended before tcpwdist stopped it" in err
+
+
 def test_second_ctrl_c_reports_the_last_snapshot(bt, tmp_path):
     w = Workload(tmp_path, "4096x5")
     proc, _ = start(bt, "-o", "json")
