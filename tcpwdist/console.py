@@ -16,6 +16,25 @@ import sys
 from tcpwdist.errors import OutputFailed
 
 PROG = "tcpwdist"
+
+
+def _write_all(text: str) -> None:
+    """All of ``text`` to stdout.  Straight to its fd, looping on short
+    writes: with PYTHONUNBUFFERED set, Python's text layer makes one
+    write(2) and drops what a signal cut short (seen: a report cut at 64
+    KiB, exit 0, when the interrupt came while a pipe was full)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (a test's capture)
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    sys.stdout.flush()  # what anything else put there comes first
+    data = memoryview(text.encode(sys.stdout.encoding or "utf-8", "replace"))
+    while data:
+        data = data[os.write(fd, data):]
+
+
 _GONE = (errno.EIO, errno.ENXIO)  # the terminal hung up
 
 
@@ -39,8 +58,7 @@ class Console:
         if self.closed or not text:
             return
         try:
-            sys.stdout.write(text)
-            sys.stdout.flush()
+            _write_all(text)
         except BrokenPipeError:
             # Quietly, like `cat | head`.
             self._drop_stdout()
