@@ -25,6 +25,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -77,7 +78,10 @@ def run(bpftrace: str, entries: int, seconds: float, interval: bool) -> dict:
     processes = -(-entries // len(SIZES))
     argv = [sys.executable, "-m", "tcpwdist", "--bpftrace", bpftrace, "-o", "json",
             "--max-keys", str(max(65536, 2 * entries))] + (["1"] if interval else [])
-    tw = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # The reports go to a file, read at the end: a pipe nobody reads would
+    # fill with interval reports and stop tcpwdist, then bpftrace.
+    sink = tempfile.TemporaryFile()
+    tw = subprocess.Popen(argv, cwd=ROOT, stdout=sink, stderr=subprocess.PIPE)
     assert tw.stderr is not None
     while b"Hit Ctrl-C" not in (line := tw.stderr.readline()):
         assert line, "tcpwdist ended before tracing"
@@ -90,7 +94,9 @@ def run(bpftrace: str, entries: int, seconds: float, interval: bool) -> dict:
     time.sleep(seconds)
     bt1, tw1, w1 = cpu(bt), cpu(tw.pid), time.monotonic()
     tw.send_signal(2)
-    out, err = tw.communicate(timeout=300)
+    _, err = tw.communicate(timeout=300)
+    sink.seek(0)
+    out = sink.read()
     if tw.returncode != 0:
         sys.stderr.write(err.decode())
     # The map really held that many entries: count them in the report.
@@ -111,9 +117,10 @@ def main() -> int:
     ap.add_argument("--entries", default="1000,10000,60000")
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--bpftrace", default="bpftrace")
+    ap.add_argument("--modes", default="snapshots,intervals")
     args = ap.parse_args()
     for n in (int(x) for x in args.entries.split(",")):
-        for interval in (False, True):
+        for interval in [m == "intervals" for m in args.modes.split(",")]:
             print(json.dumps(run(args.bpftrace, n, args.seconds, interval)), flush=True)
     return 0
 

@@ -407,8 +407,9 @@ def _closing_words(reporter: Reporter, parsed: dump.Dump, outcome: trace.Outcome
                    flags: Flags, console: Console) -> int:
     if reporter.missing_cmd:
         n = len(reporter.missing_cmd)
-        console.say(f"note: {n} {'process' if n == 1 else 'processes'} had exited (or are "
-                    "kernel threads) before the command line could be read: CMD shows the comm")
+        console.say(f"note: {n} {'process' if n == 1 else 'processes'} exited (or "
+                    f"{'is a kernel thread' if n == 1 else 'are kernel threads'}) before "
+                    "the command line could be read: CMD shows the comm")
     if flags.hangup:
         console.say("note: hangup received; tracing ended")
     code = cut_code(parsed, console)

@@ -182,16 +182,20 @@ def _many_hosts(rows: Sequence[Row]) -> bool:
     return len({r.host for r in rows}) > 1
 
 
+def _processes(n: int) -> str:
+    return f"{n} process" if n == 1 else f"{n} processes"
+
+
 def _who(row: Row, width: int, hosts: bool) -> str:
     """The heading of a row: PID and CMD, or the group it stands for."""
     h = row.hist
     host = f"HOST: {row.host}  " if hosts and row.host else ""
     if h.pid is None and h.comm == b"":  # grouped by host
-        return f" HOST: {row.host}  ({row.members} processes)"
+        return f" HOST: {row.host}  ({_processes(row.members)})"
     if h.pid is None and row.members == 0:  # a map keyed by [comm]
         return f" COMM: {cut(safe_text(h.comm), width)}"
     if h.pid is None:  # grouped by comm
-        return f" COMM: {cut(safe_text(h.comm), width)}  ({row.members} processes)"
+        return f" COMM: {cut(safe_text(h.comm), width)}  ({_processes(row.members)})"
     return f" {host}PID: {h.pid:<7} CMD: {cut(row.shown_cmd, width - len(host))}"
 
 
@@ -246,7 +250,7 @@ def render_table(rows: Sequence[Row], stamp: str | None = None) -> str:
     def who(r: Row) -> list:
         pid = "*" if r.hist.pid is None else r.hist.pid
         if r.hist.pid is None and r.hist.comm == b"":
-            cmd = f"({r.members} processes)"
+            cmd = f"({_processes(r.members)})"
         else:
             cmd = r.shown_cmd if r.hist.pid is not None else safe_text(r.hist.comm)
         return ([stamp] if stamp else []) + ([r.host or "-"] if hosts else []) + [pid, cmd]
