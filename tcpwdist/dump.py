@@ -476,6 +476,25 @@ def difference(now: Snapshot, before: Snapshot | None) -> Snapshot:
     return Snapshot(tuple(maps), now.stamp, now.kind)
 
 
+def latest_of_each_key(snapshots: Iterable[Snapshot]) -> Snapshot:
+    """One snapshot of cumulative dumps read as one stream: each key as the
+    last dump that held it printed it.  Keys never leave a map that is
+    never cleared, and counts only grow, so this is the newest state of
+    every key, however the dumps were told apart (without their marks,
+    two dumps glued together are split at the first repeated key: a key
+    new in the second then lands in the first)."""
+    maps: dict[str, dict[str | None, Entry]] = {}
+    seps: dict[str, str] = {}
+    stamp = None
+    for snap in snapshots:
+        stamp = snap.stamp or stamp
+        for m in snap.maps:
+            seps[m.name] = m.sep
+            maps.setdefault(m.name, {}).update((e.key, e) for e in m.entries)
+    return Snapshot(tuple(MapDump(name, tuple(entries.values()), seps[name])
+                          for name, entries in sorted(maps.items())), stamp)
+
+
 class Reports(NamedTuple):
     """The reports a stream of dumps holds, and whether it was complete."""
 

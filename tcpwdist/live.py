@@ -366,8 +366,10 @@ def _trace(req: Request, flags: Flags, console: Console, session: trace.Session,
     # dumps: taking them would report a part of the final dump.  A print
     # that ended just before the interrupt still stands apart (the final
     # dump repeats its keys), or adds to the last, partial interval.
-    rest = marks.without(session.output, marks.TOTAL, marks.SNAPSHOT)
-    parsed = snapshots.heard(dump.parse(rest))
+    rest = dump.parse(marks.without(session.output, marks.TOTAL, marks.SNAPSHOT))
+    if len(rest.snapshots) > 1:  # dumps that were not taken yet, then the final one
+        rest = replace(rest, snapshots=(dump.latest_of_each_key(rest.snapshots),))
+    parsed = snapshots.heard(rest)
     tick()  # a write error in the last output read is said too
     warnings = reporter.notes(parsed) + tuple(raw_said)
     if interval is not None:

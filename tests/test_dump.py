@@ -532,3 +532,17 @@ def test_hand_a_comm_cannot_end_its_key_early(comm):
     parsed = dump.parse(text)
     got = {(p.pid, p.comm): p.writes for p in dump.processes(parsed.snapshots[-1])}
     assert got == {(666, comm): 7, (1, b"sshd"): 2}
+
+
+def test_hand_glued_cumulative_dumps_give_each_keys_newest_state():
+    # What is left after the interrupt when tcpwdist could not read for a
+    # while (its stdout blocked): periodic dumps without their marks, then
+    # the final one.  bpftrace sorts by count, so a process new in the
+    # last dump may come first there, before any repeated key.
+    older = "@[1, a]: \n" + rows_text(("[1]", 4)) + "\n@[2, b]: \n" + rows_text(("[1]", 5)) + "\n"
+    final = ("@[3, new]: \n" + rows_text(("[1]", 1)) + "\n@[1, a]: \n" + rows_text(("[1]", 6))
+             + "\n@[2, b]: \n" + rows_text(("[1]", 9)) + "\n")
+    parsed = dump.parse("Attaching 1 probe...\n\n\n" + older + final)
+    assert len(parsed.snapshots) == 2 and (3, 1) not in pids(parsed)  # split at "@[1, a]"
+    merged = dump.latest_of_each_key(parsed.snapshots)
+    assert {(p.pid, p.writes) for p in dump.processes(merged)} == {(1, 6), (2, 9), (3, 1)}
