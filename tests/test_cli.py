@@ -459,9 +459,10 @@ def test_a_full_disk_stops_the_raw_file_not_the_trace(tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))
 
     raw = tmp_path / "raw.txt"
-    done = subprocess.run([sys.executable, "-c", AS_ROOT, "--bpftrace", FAKE, "-d", "1.5",
+    done = subprocess.run([sys.executable, "-c", AS_ROOT, "--bpftrace", FAKE, "-d", "0.8",
                            "-w", str(raw), "-o", "json"], capture_output=True, cwd=ROOT,
-                          timeout=60, preexec_fn=small_files, env=dict(os.environ, FAKE_MODE="ok"))
+                          timeout=60, preexec_fn=small_files,
+                          env=dict(os.environ, FAKE_MODE="ok", FAKE_PERIOD="0.05"))
     err = done.stderr.decode()
     assert done.returncode == 0, err
     assert "warning: -w " in err and "stopped at a write error (File too large)" in err
@@ -523,14 +524,14 @@ def test_an_interrupt_while_stdout_is_full_loses_no_report_bytes(tmp_path, unbuf
     text = gendump.render(10000)
     (tmp_path / "map.txt").write_text(text[text.index("\n\n\n") + 3:])
     env = dict(os.environ, FAKE_MODE="ok", FAKE_SNAPSHOT_DUMP=str(tmp_path / "map.txt"),
-               FAKE_PERIOD="1")
+               FAKE_PERIOD="0.3")
     env.pop("PYTHONUNBUFFERED", None)
     if unbuffered:
         env["PYTHONUNBUFFERED"] = unbuffered
     proc = subprocess.Popen([sys.executable, "-c", AS_ROOT, "--bpftrace", FAKE, "-o", "json",
-                             "1"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             "0.3"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL)
-    time.sleep(3.5)  # two reports of ~480 KB: the pipe (64 KiB) is full
+    time.sleep(1.5)  # a report of ~480 KB: the pipe (64 KiB) is full
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0
