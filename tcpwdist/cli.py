@@ -223,6 +223,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         return show_program(args, console)
     if args.read is not None:
         return run_read(args, console)
+    if args.sort == "bytes" and not args.bytes:
+        raise UsageError("--sort bytes needs the byte counts: add --bytes (a second map)")
     return live.run(live_request(args), console)
 
 

@@ -27,6 +27,10 @@ class Request:
 def run(req: Request, console: Console) -> int:
     inputs = [_filtered(load(path, req.map_name), req.pids, req.comms)
               for path in _once(req.paths)]
+    every = [r for inp in inputs for _, rows, _ in inp.reports for r in rows]
+    if req.options.sort == "bytes" and every and all(r.bytes is None for r in every):
+        raise UsageError("--sort bytes: the input has no byte counts (an @bytes map, "
+                         "as tcpwdist --bytes writes)", hint="sort by writes, the default")
     heard = [_heard(inp, console) for inp in inputs]
     warnings = tuple(w for _, ws in heard for w in ws) + _same_hosts(inputs, console)
     if len(inputs) == 1:
@@ -153,6 +157,8 @@ def _report_one(one: Input, options: report.Options, warnings: tuple[str, ...],
     series = report.Series(options, report.Meta(source=one.source, warnings=warnings),
                            numbered=len(one.reports) > 1)
     for meta, rows, stamp in one.reports or [(report.Meta(), [], None)]:
+        if options.group_by == "host":  # a bpftrace dump names no host: its file does
+            rows = [r if r.host else replace(r, host=one.source) for r in rows]
         console.report(series.next(rows, stamp, meta))
 
 

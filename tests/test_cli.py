@@ -312,6 +312,17 @@ def test_sort_bytes_puts_the_most_bytes_first(tcpwdist, tmp_path):
     by_bytes = tcpwdist("--bpftrace", FAKE, "--bytes", "-d", "0.3", "-o", "json",
                         "--sort", "bytes")
     assert [p["pid"] for p in by_bytes.docs[0]["processes"]] == [200, 100]
+    # Without byte counts there is nothing to sort by: said, not ignored.
+    assert_one_error_line(tcpwdist("--bpftrace", FAKE, "-d", "0.3", "--sort", "bytes"),
+                          ExitCode.USAGE, "--sort bytes needs the byte counts")
+    assert_one_error_line(tcpwdist("-r", str(FOREIGN_PTY), "--sort", "bytes"),
+                          ExitCode.USAGE, "the input has no byte counts")
+
+
+def test_group_by_host_names_a_dump_by_its_file(tcpwdist):
+    done = tcpwdist("-r", str(FOREIGN_PTY), "--group-by", "host")
+    assert done.out.startswith(f" HOST: {FOREIGN_PTY}  (4 processes)\n")
+    assert "None" not in done.out
 
 
 def test_a_map_as_full_as_its_limit_is_said_to_be_full(tcpwdist, tmp_path):
