@@ -213,6 +213,12 @@ def pid_comm(key: str | None, sep: str) -> tuple[int, bytes] | None:
 
 # A terminal's colour codes, as bpftrace's log lines may carry them.
 _ANSI = r"(?:\x1b\[[0-9;]*m)*"
+# How bpftrace's own log lines begin (on the other stream, merged on a
+# pty; in text and JSON dumps alike): never map output, skipped silently.
+LOG_WORDS = (r"ERROR|WARNING|Warning: |FATAL|NOTE|HINT|BUG: |\^C|Attaching \d+ probes?"
+             r"|Attached \d+ probes?|Lost \d+ events|__BPFTRACE_NOTIFY_PROBES_ATTACHED"
+             r"|No probes to attach|cannot attach |could not attach |create_probe_event|Kernel "
+             r"|Additional Info - ")
 
 _ECHO_RE = re.compile(r"^\^C", re.M)
 _ATTACH_RE = re.compile(
@@ -331,6 +337,14 @@ def parse(data: bytes | str) -> Dump:
                         line=_line_of(text, pretty.start()))
     from tcpwdist.textdump import parse_text
     return parse_text(text, _ATTACH_RE.search(head))
+
+
+def skipped_note(many: int, n: int, line: str, what: str) -> str:
+    """The note for ``many`` lines a reader skipped as not ``what``, the
+    first of them ``line``, line ``n``: quoted safely."""
+    return (f"skipped {many} {'line' if many == 1 else 'lines'} that "
+            f"{'is' if many == 1 else 'are'} not {what}, the first: "
+            f"line {n} '{_shown(line.rstrip()[:60])}'")
 
 
 def lost_count(line: str) -> int:

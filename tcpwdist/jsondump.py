@@ -14,14 +14,13 @@ import re
 from typing import NamedTuple
 
 from tcpwdist import marks
-from tcpwdist.dump import (_ANSI, MAP_FULL, Bucket, Builder, Dump, Entry, HistEntry,
-                           ValueEntry, _shown, lost_count)
+from tcpwdist.dump import (_ANSI, LOG_WORDS, MAP_FULL, Bucket, Builder, Dump, Entry, HistEntry,
+                           ValueEntry, _shown, lost_count, skipped_note)
 from tcpwdist.errors import DumpError
 
-# bpftrace's log lines, which a terminal mixes into a JSON dump.
-_LOG_RE = re.compile(rf"{_ANSI}(?:ERROR|WARNING|Warning: |FATAL|NOTE|HINT|BUG: |Attach|Lost \d|"
-                     r"__BPFTRACE|No probes|cannot attach |could not attach |stdin:|Additional Info"
-                     r"|Kernel |~)")
+# bpftrace's log lines, which a terminal mixes into a JSON dump, with a
+# located diagnostic's location line and the ~~~ under its source line.
+_LOG_RE = re.compile(rf"{_ANSI}(?:{LOG_WORDS}|stdin:|~)")
 _FFFF_RE = re.compile(r"\uffff[fF]{2}([0-9a-fA-F]{2})")
 _DOUBLE_ESCAPED_RE = re.compile(r'\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})')
 
@@ -236,10 +235,7 @@ def _notes(found: _Records, era: str | None) -> tuple[str, ...]:
     notes = []
     if found.skipped:
         n, line = found.skipped[0]
-        many = len(found.skipped)
-        notes.append(f"skipped {many} {'line' if many == 1 else 'lines'} that "
-                     f"{'is' if many == 1 else 'are'} not a JSON record, the first: line {n} "
-                     f"'{_shown(line[:60])}'")
+        notes.append(skipped_note(len(found.skipped), n, line, "a JSON record"))
     if era == ">=0.24":
         notes.append("bpftrace >= 0.24 strips spaces from JSON map keys: "
                      "comms that held spaces are shown without them")

@@ -29,7 +29,7 @@ def lost_total(data: bytes) -> int:
 
 def dropped_total(data: bytes) -> int:
     """The map updates bpftrace said it dropped in ``data``."""
-    return data.count(MAP_FULL.encode())
+    return data.count(_MAP_FULL_BYTES)
 
 
 class Counted(NamedTuple):
@@ -65,11 +65,10 @@ class SnapshotScan:
                     w, p = self._rows(piece[:found[0].start()])
                     ended = (writes + w, procs + p)
                     writes, procs = self._rows(piece[found[-1].end():])
-                    dropped += piece.count(_MAP_FULL_BYTES)
-                    lost += sum(map(int, _LOST_BYTES_RE.findall(piece)))
+                    dropped += dropped_total(piece)
+                    lost += lost_total(piece)
                     continue
-                counted = Counted(*self._rows(piece), piece.count(_MAP_FULL_BYTES),
-                                  sum(map(int, _LOST_BYTES_RE.findall(piece))))
+                counted = Counted(*self._rows(piece), dropped_total(piece), lost_total(piece))
             known[piece] = counted
             writes += counted.writes
             procs += counted.processes

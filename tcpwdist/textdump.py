@@ -11,8 +11,8 @@ from typing import NamedTuple
 import pyparsing as pp
 
 from tcpwdist import marks
-from tcpwdist.dump import (_ANSI, _NUM, MAP_FULL, Bucket, Builder, Dump, HistEntry, ValueEntry,
-                           _line_of, _shown, lost_count, parse_label)
+from tcpwdist.dump import (_ANSI, _NUM, LOG_WORDS, MAP_FULL, Bucket, Builder, Dump, HistEntry,
+                           ValueEntry, _line_of, _shown, lost_count, parse_label, skipped_note)
 from tcpwdist.errors import DumpError
 
 LABEL_PATTERN = (rf"\(\.\.\., {_NUM}\)"          # (..., 0)      below the range
@@ -123,10 +123,7 @@ foreign_line = pp.Regex(r"(?![@\[(][^\n]*\Z)[^\n]*\S[^\n]*(?:\n|\Z)").set_name("
 # attach notice, "Lost N events", the test hook's word.  A diagnostic with
 # a source location comes with the source line and a ~~~ underline.
 NOISE_PATTERN = (
-    rf"{_ANSI}(?:ERROR|WARNING|Warning: |FATAL|NOTE|HINT|BUG: |\^C|Attaching \d+ probes?"
-    r"|Attached \d+ probes?|Lost \d+ events|__BPFTRACE_NOTIFY_PROBES_ATTACHED"
-    r"|No probes to attach|cannot attach |could not attach |create_probe_event|Kernel .*"
-    r"|Additional Info - "
+    rf"{_ANSI}(?:{LOG_WORDS}"
     # A located diagnostic: then (0.23+) "Additional Info - helper: ...",
     # then the program's source line and its ~~~ underline.
     r"|[^\s:]+:\d+(?:[:-]\d+)*: (?:WARNING|ERROR|NOTE|HINT)[^\n]*\n"
@@ -341,10 +338,7 @@ class _Reading:
         said = []
         if self.skipped:
             at, line = self.skipped[0]
-            many = len(self.skipped)
-            said.append(f"skipped {many} {'line' if many == 1 else 'lines'} that "
-                        f"{'is' if many == 1 else 'are'} not map output, the first: "
-                        f"line {self.line_of(at)} '{_shown(line.rstrip()[:60])}'")
+            said.append(skipped_note(len(self.skipped), self.line_of(at), line, "map output"))
         if self.unseparated:
             said.append(f"{self.unseparated} map entries had no blank line after them "
                         "(bpftrace prints one): read as separate entries")
