@@ -38,9 +38,10 @@ UTF-8 with ``surrogateescape`` and keys are encoded back the same way.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
-from dataclasses import dataclass, field
-from typing import Iterable, NamedTuple, Union
+from dataclasses import dataclass, field, replace
+from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple, Union
 
 
 from tcpwdist import marks
@@ -234,11 +235,14 @@ _LOST_RE = re.compile(rf"{_ANSI}Lost (\d+) events")
 
 
 class Builder:
-    """Collects entries into snapshots; a repeated (map, key) starts a new one."""
+    """Collects entries into snapshots; a repeated (map, key) starts a new
+    one.  Each snapshot goes to ``sink`` as soon as it is whole: a reader
+    that streams keeps none of them itself."""
 
-    def __init__(self, sep: str) -> None:
+    def __init__(self, sep: str, sink: Callable[[Snapshot], None]) -> None:
         self.sep = sep
-        self.snapshots: list[Snapshot] = []
+        self.sink = sink
+        self.flushed = 0  # snapshots handed to the sink
         self._maps: dict[str, list[Entry]] = {}
         self._seen: set[tuple[str, str | None]] = set()
         self._stamp: str | None = None
@@ -278,7 +282,7 @@ class Builder:
         printed before print(@): each one opens the next interval; else
         it closes the one before it, like tcpwdist's mark."""
         if self._time_opens is None:
-            self._time_opens = not self._maps and not self.snapshots
+            self._time_opens = not self._maps and not self.flushed
         if not self._time_opens:
             self._close(stamp)
             return
@@ -289,7 +293,8 @@ class Builder:
     def flush(self, keep_empty: bool = False, kind: str | None = None) -> None:
         if self._maps or keep_empty:
             maps = tuple(MapDump(n, tuple(e), self.sep) for n, e in sorted(self._maps.items()))
-            self.snapshots.append(Snapshot(maps, self._stamp, kind))
+            self.sink(Snapshot(maps, self._stamp, kind))
+            self.flushed += 1
         self._maps, self._seen, self._stamp = {}, set(), None
 
 
@@ -303,40 +308,127 @@ def _shown(text: str) -> str:
         .encode("unicode_escape").decode("ascii")
 
 
-def parse(data: bytes | str) -> Dump:
-    """Parse bpftrace output (text or JSON, piped or from a pty).
+# How much of the input is read at a time.  Blocks are cut after a line's
+# end, so a line is never split (a JSON record is one line: a map of a
+# million keys makes one of 100 MB).  A line longer than the longest a
+# bpftrace map of --max-keys' limit can print is no bpftrace output.
+READ_BLOCK = 1 << 20
+LONGEST_LINE = 1 << 30
+
+
+class Piece(NamedTuple):
+    """A piece of the input, decoded: whole lines (the very last one of the
+    input may lack its newline)."""
+
+    text: str
+    line: int  # the number of its first line in the input
+    last: bool  # nothing follows
+
+
+# The first bytes of the input, which tell its format (a JSON record, an
+# attach notice, a terminal's line ends): the first block holds them all.
+HEAD = 16384
+
+
+def _line_blocks(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, int]]:
+    """The input's bytes in blocks that end where a line ends, each with
+    its first line's number, the first at least HEAD bytes long (unless
+    the input is shorter); NUL bytes refused (no bpftrace text holds one:
+    this is how -r /dev/zero ends at once)."""
+    held: list[bytes] = []  # a line not ended yet, or the head, not whole yet
+    held_size = held_lines = 0
+    line = 1
+    for chunk in chunks:
+        nul = chunk.find(b"\x00")
+        if nul >= 0:
+            raise DumpError("input holds NUL bytes: this is not bpftrace's text output",
+                            line=line + held_lines + chunk.count(b"\n", 0, nul))
+        end = chunk.rfind(b"\n") + 1
+        if not end or (line == 1 and held_size + end < HEAD):
+            held.append(chunk)
+            held_size += len(chunk)
+            held_lines += chunk.count(b"\n")
+            if held_size > LONGEST_LINE:
+                raise DumpError(f"line {line} runs over {LONGEST_LINE >> 20} MiB without "
+                                "ending: this is not bpftrace output")
+            continue
+        block = b"".join(held + [chunk[:end]]) if held else chunk[:end]
+        held, held_size = ([chunk[end:]], len(chunk) - end) if end < len(chunk) else ([], 0)
+        held_lines = 0
+        yield block, line
+        line += block.count(b"\n")
+    if held:
+        yield b"".join(held), line
+
+
+def pieces(chunks: Iterable[bytes]) -> Iterator[Piece]:
+    """The input as decoded pieces of whole lines, a terminal's additions
+    undone: CRLF line ends, the echoed ^C.  At least one piece, the last
+    one marked."""
+    crlf = None
+    held: tuple[str, int] | None = None
+    for block, line in _line_blocks(chunks):
+        text = block.decode("utf-8", "surrogateescape")  # a newline is never inside a character
+        if crlf is None:
+            # A terminal's output (ONLCR): every line ends in CRLF.  A lone
+            # CR stays: it may be a byte of a comm.
+            crlf = text.count("\r\n") * 2 > text.count("\n")
+        if crlf:
+            text = text.replace("\r\n", "\n")
+        # A terminal echoes Ctrl-C as "^C" where the cursor is; bpftrace
+        # 0.24+ prints no blank line first, so the echo may be glued to a
+        # map line or a JSON record.  It is never part of the dump.
+        text = _ECHO_RE.sub("", text)
+        if held is not None:
+            yield Piece(*held, last=False)
+        held = (text, line)
+    yield Piece(*(held or ("", 1)), last=True)
+
+
+def read(chunks: Iterable[bytes], sink: Callable[[Snapshot], None]) -> Dump:
+    """Read bpftrace output (text or JSON, piped or from a pty) from a
+    stream of bytes, handing each snapshot to ``sink`` as soon as it is
+    whole.  Memory holds a few blocks of the input and what the sink keeps,
+    however long the input is; the Dump returned holds no snapshots.
 
     Raises :class:`DumpError` for input that is not bpftrace output; a dump
-    cut off mid-map parses to everything complete, with ``cut`` set.
+    cut off mid-map reads as everything complete, with ``cut`` set.
     """
-    text = data.decode("utf-8", "surrogateescape") if isinstance(data, bytes) else data
-    if text.count("\r\n") * 2 > text.count("\n"):
-        # A terminal's output (ONLCR): every line ends in CRLF.  A lone CR
-        # stays: it may be a byte of a comm.
-        text = text.replace("\r\n", "\n")
-    if "\x00" in text:
-        raise DumpError("input holds NUL bytes: this is not bpftrace's text output",
-                        line=_line_of(text, text.index("\x00")))
-    # A terminal echoes Ctrl-C as "^C" where the cursor is; bpftrace 0.24+
-    # prints no blank line first, so the echo may be glued to a map line
-    # or a JSON record.  It is never part of the dump.
-    text = _ECHO_RE.sub("", text)
+    stream = pieces(chunks)
+    first = next(stream)
     # The format shows in the first lines: a JSON dump's records start with
-    # {"type": ..., a text dump's never do.  Looking only there keeps a
-    # 100,000-row dump from being scanned twice.
-    head = text[:16384]
+    # {"type": ..., a text dump's never do.
+    head = first.text[:HEAD]
+    rest = itertools.chain([first], stream)
     if _JSON_RE.search(head):
-        # The JSON reader builds on this module's data: imported here, not
-        # at the top, so that the two modules do not import each other.
-        from tcpwdist.jsondump import parse_json
-        return parse_json(text)
+        # The readers build on this module's data: imported here, not at
+        # the top, so that the modules do not import each other.
+        from tcpwdist.jsondump import read_json
+        return read_json(rest, head, sink)
     pretty = _PRETTY_JSON_RE.search(head)
     if pretty is not None:
         raise DumpError("pretty-printed JSON: bpftrace -f json writes one record a line",
                         hint="give tcpwdist bpftrace's own output (or `jq -c .` of this file)",
-                        line=_line_of(text, pretty.start()))
-    from tcpwdist.textdump import parse_text
-    return parse_text(text, _ATTACH_RE.search(head))
+                        line=_line_of(head, pretty.start()))
+    from tcpwdist.textdump import read_text
+    return read_text(rest, _ATTACH_RE.search(head), sink)
+
+
+def parse(data: bytes | str) -> Dump:
+    """Read bpftrace output held in memory (see :func:`read`); the Dump
+    holds its snapshots."""
+    raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
+    snapshots: list[Snapshot] = []
+    parsed = read([raw], snapshots.append)
+    return replace(parsed, snapshots=tuple(snapshots))
+
+
+def chunks_of(f: BinaryIO, digest: Callable[[bytes], object] | None = None) -> Iterator[bytes]:
+    """A binary file's bytes, block by block (each given to ``digest`` too)."""
+    while block := f.read(READ_BLOCK):
+        if digest is not None:
+            digest(block)
+        yield block
 
 
 def skipped_note(many: int, n: int, line: str, what: str) -> str:
@@ -374,9 +466,8 @@ class _MapKinds(NamedTuple):
     pid_comm: set[str]  # hists keyed by (pid, comm): the ones picked without --map
 
 
-def _map_kinds(snapshots: Iterable[Snapshot]) -> _MapKinds:
-    kinds = _MapKinds(set(), set(), set())
-    for m in (m for snap in snapshots for m in snap.maps):
+def _add_kinds(kinds: _MapKinds, snap: Snapshot) -> None:
+    for m in snap.maps:
         kinds.names.add(m.name)
         hists = [e for e in m.entries if isinstance(e, HistEntry)]
         if not m.entries or len(hists) < len(m.entries):
@@ -385,17 +476,25 @@ def _map_kinds(snapshots: Iterable[Snapshot]) -> _MapKinds:
             kinds.hists.add(m.name)
         if all(pid_comm(e.key, m.sep) for e in hists):
             kinds.pid_comm.add(m.name)
+
+
+def map_kinds(snapshots: Iterable[Snapshot]) -> _MapKinds:
+    kinds = _MapKinds(set(), set(), set())
+    for snap in snapshots:
+        _add_kinds(kinds, snap)
     return kinds
 
 
-def pick_map(snapshots: Iterable[Snapshot], name: str | None = None) -> str:
+def pick_map(found: Iterable[Snapshot] | _MapKinds, name: str | None = None) -> str:
     """The name of the hist map the report is about: ``name`` if given
-    (any keyed hist map), else ``@``, else the only (pid, comm) hist map."""
-    kinds = _map_kinds(snapshots)
+    (any keyed hist map), else ``@``, else the only (pid, comm) hist map.
+    ``found``: the snapshots, or what map_kinds() or a ReportFeed saw of them."""
+    kinds = found if isinstance(found, _MapKinds) else map_kinds(found)
     if name is not None:
         if name not in kinds.pid_comm | kinds.hists:
-            found = ", ".join(sorted(kinds.hists)) or "none"
-            raise DumpError(f"no hist map {name} in the input", hint=f"hist maps found: {found}")
+            found_names = ", ".join(sorted(kinds.hists)) or "none"
+            raise DumpError(f"no hist map {name} in the input",
+                            hint=f"hist maps found: {found_names}")
         return name
     if not kinds.pid_comm and kinds.names:
         raise DumpError("no hist map keyed by (pid, comm) in the input; maps found: "
@@ -516,6 +615,43 @@ class Reports(NamedTuple):
     partial: Snapshot | None  # the last snapshot, when no final dump came after it
 
 
+class ReportFeed:
+    """reports(), one snapshot at a time, as a reader's sink: it keeps what
+    the reports are made of (the reports so far, the last interval total,
+    the last snapshot) and what kinds of maps went by, never the dumps.
+    Once-a-second snapshots of a long capture cost one snapshot's memory."""
+
+    def __init__(self) -> None:
+        self.out: list[Snapshot] = []
+        self.total: Snapshot | None = None  # the last interval total
+        self.seen: Snapshot | None = None  # the last snapshot, until a final dump
+        self.kinds = _MapKinds(set(), set(), set())
+        self.count = 0  # snapshots fed
+
+    def __call__(self, snap: Snapshot) -> None:
+        self.count += 1
+        _add_kinds(self.kinds, snap)
+        if snap.kind == marks.TOTAL:
+            self.out.append(difference(snap, self.total))
+            self.total = snap
+        elif snap.kind == marks.SNAPSHOT:
+            self.seen = snap
+        elif self.total is not None and snap.kind is None:
+            last = difference(snap, self.total)
+            if last.maps:
+                self.out.append(last)
+        else:
+            self.out.append(snap)
+            self.seen = None
+
+    def result(self) -> Reports:
+        return Reports(self.out, self.seen)
+
+    def kept(self) -> list[Snapshot]:
+        """The snapshots the reports are made of."""
+        return self.out + ([self.seen] if self.seen is not None else [])
+
+
 def reports(snapshots: Iterable[Snapshot]) -> Reports:
     """Turn a run's dumps into its reports.  Interval totals (marks.TOTAL)
     become what each interval added, and the final dump after them the last
@@ -523,20 +659,7 @@ def reports(snapshots: Iterable[Snapshot]) -> Reports:
     (marks.SNAPSHOT) are no reports unless no final dump followed them:
     then the last one is what was seen (``partial``).  Other dumps (plain,
     or cleared intervals of earlier versions) are reports as they are."""
-    out: list[Snapshot] = []
-    total: Snapshot | None = None  # the last interval total
-    seen: Snapshot | None = None  # the last snapshot, until a final dump
+    feed = ReportFeed()
     for snap in snapshots:
-        if snap.kind == marks.TOTAL:
-            out.append(difference(snap, total))
-            total = snap
-        elif snap.kind == marks.SNAPSHOT:
-            seen = snap
-        elif total is not None and snap.kind is None:
-            last = difference(snap, total)
-            if last.maps:
-                out.append(last)
-        else:
-            out.append(snap)
-            seen = None
-    return Reports(out, seen)
+        feed(snap)
+    return feed.result()

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import re
-from typing import NamedTuple
+from typing import Callable, Iterable, Iterator
 
 from tcpwdist import marks
 from tcpwdist.dump import (_ANSI, LOG_WORDS, MAP_FULL, Bucket, Builder, Dump, Entry, HistEntry,
-                           ValueEntry, _shown, lost_count, skipped_note)
+                           Piece, Snapshot, ValueEntry, _shown, lost_count, skipped_note)
 from tcpwdist.errors import DumpError
 
 # bpftrace's log lines, which a terminal mixes into a JSON dump, with a
@@ -93,16 +93,6 @@ def _loads(line: str) -> object:
         raise ValueError("JSON nested too deep for a bpftrace record") from None
 
 
-class _Records(NamedTuple):
-    """The JSON records of a dump, with what the lines around them said."""
-
-    records: list[tuple[int, dict]]  # (line number, record)
-    cut: str | None
-    dropped: int  # "Map full" lines between the records
-    lost: int
-    skipped: list[tuple[int, str]]  # (line number, line) of lines that are neither
-
-
 # bpftrace 0.27.1 (measured; maybe other 0.24+ versions) leaves its JSON
 # writer in hex after escaping a byte >= 0x80 as \uffffffXX: in that hist
 # record, every bucket "count" from that key on is hex, without a prefix
@@ -130,55 +120,27 @@ def _undo_hex_counts(line: str, n: int, newer: bool) -> str:
     return line
 
 
-def _json_records(text: str) -> _Records:
-    records: list[tuple[int, dict]] = []
-    newer = '"type": "attached_probes", "count"' in text[:16384]  # 0.24+
-    cut: str | None = None
-    dropped = 0
-    lost = 0
-    skipped: list[tuple[int, str]] = []
-    lines = text.split("\n")
-    for n, line in enumerate(lines, 1):
-        s = line.strip()
-        if not s.startswith("{"):  # blank lines, log lines, ^C
-            dropped += MAP_FULL in s
-            lost += lost_count(s)
-            if s.startswith("@"):
-                raise DumpError("a text map line in a JSON dump: text and JSON output mixed "
-                                f"in one input ('{_shown(s[:40])}')", line=n,
-                                hint="give each bpftrace run's output as its own -r input")
-            if s and not _LOG_RE.match(s):
-                skipped.append((n, s))
-            continue
-        try:
-            rec = _loads(_undo_hex_counts(s, n, newer))
-        except json.JSONDecodeError:
-            if n == len(lines) or all(not x.strip() for x in lines[n:]):
-                cut = f"the last record (line {n}, {len(s)} bytes)"
-                continue
-            raise DumpError("a line starts like JSON but is not valid JSON", line=n,
-                            hint="is this file damaged? bpftrace -f json writes one record a line")
-        except ValueError as exc:  # valid JSON, but not what bpftrace writes
-            raise DumpError(f"not a bpftrace JSON record: {str(exc)[:80]}", line=n) from None
-        if not isinstance(rec, dict) or "type" not in rec:
-            raise DumpError("JSON record without a \"type\"", line=n)
-        records.append((n, rec))
-    return _Records(records, cut, dropped, lost, skipped)
+class _Keys:
+    """How the dump's keys are read back.  bpftrace 0.22-0.23 escaped a key
+    holding ", \\ or a control byte twice: such a key still holds a JSON
+    escape after the first decoding, and is decoded again.  Deciding key by
+    key gives what deciding once for the whole dump would (a key without
+    an escape left decodes to itself), so the reader need not see every
+    key before the first; from 0.24 (attached_probes has "count") keys are
+    escaped once."""
 
+    def __init__(self, newer: bool) -> None:
+        self.newer = newer
+        self.twice = False  # a key was escaped twice: the dump is 0.22-0.23's
 
-def _json_era(records: list[tuple[int, dict]]) -> str | None:
-    """Which era wrote the keys: 0.24+ adds "count" to attached_probes and
-    strips spaces from keys; 0.22-0.23 escape key strings twice."""
-    era = None
-    for _, rec in records:
-        if rec["type"] == "attached_probes":
-            era = ">=0.24" if "count" in rec else "<=0.23"
-    if era == ">=0.24":
-        return era
-    keys = (k for _, rec in records if rec["type"] in _MAP_TYPES
-            and isinstance(rec.get("data"), dict)
-            for m in rec["data"].values() if isinstance(m, dict) for k in m)
-    return "0.22-0.23" if any(_DOUBLE_ESCAPED_RE.search(k) for k in keys) else era
+    def __call__(self, raw: str) -> str:
+        twice = not self.newer and _DOUBLE_ESCAPED_RE.search(raw) is not None
+        self.twice = self.twice or twice
+        return _json_key(raw, twice)
+
+    @property
+    def era(self) -> str | None:
+        return ">=0.24" if self.newer else "0.22-0.23" if self.twice else None
 
 
 _MAP_TYPES = ("hist", "map", "stats")
@@ -201,55 +163,105 @@ def _json_time(builder: Builder, data: str) -> None:
         builder.mark(None, data.strip())
 
 
-def parse_json(text: str) -> Dump:
-    found = _json_records(text)
-    era = _json_era(found.records)
-    twice = era == "0.22-0.23"
-    builder = Builder(",")
-    dropped, lost = found.dropped, found.lost
-    for n, rec in found.records:
-        typ, data = rec["type"], rec.get("data")
-        if typ in _MAP_TYPES and isinstance(data, dict):
-            for name, value in data.items():
-                try:
-                    builder.add_map(name, _json_entries(typ, value, twice))
-                except DumpError as exc:
-                    raise DumpError(f"map {name}: {exc.message}", line=n) from None
-                except (KeyError, TypeError, ValueError, AttributeError):
-                    raise DumpError(f"unexpected shape of map {name} in a {typ} record",
-                                    line=n) from None
-        elif typ == "time" and isinstance(data, str):
-            _json_time(builder, data)
-        elif typ == "lost_events":
-            lost += _lost_events(rec, n)
-        elif typ == "helper_error" and (MAP_FULL in str(rec.get("msg", ""))
-                                        or rec.get("helper") == "map_update_elem"):
-            dropped += 1
+class _Tally:
+    """What the lines around the records said."""
+
+    def __init__(self) -> None:
+        self.records = self.dropped = self.lost = self.skipped = 0
+        self.first_skipped: tuple[int, str] | None = None  # (line number, line)
+        self.bad: tuple[int, str] | None = None  # a line like JSON that is not: cut, if last
+
+    def other(self, n: int, s: str) -> None:
+        """A line that is no record: a blank line, a log line, the ^C."""
+        self.dropped += MAP_FULL in s
+        self.lost += lost_count(s)
+        if s.startswith("@"):
+            raise DumpError("a text map line in a JSON dump: text and JSON output mixed "
+                            f"in one input ('{_shown(s[:40])}')", line=n,
+                            hint="give each bpftrace run's output as its own -r input")
+        if s and not _LOG_RE.match(s):
+            self.skipped += 1
+            if self.first_skipped is None:
+                self.first_skipped = (n, s)
+
+    def notes(self, era: str | None) -> tuple[str, ...]:
+        notes = []
+        if self.first_skipped is not None:
+            notes.append(skipped_note(self.skipped, *self.first_skipped, "a JSON record"))
+        if era == ">=0.24":
+            notes.append("bpftrace >= 0.24 strips spaces from JSON map keys: "
+                         "comms that held spaces are shown without them")
+        return tuple(notes)
+
+
+def _lines(stream: Iterable[Piece]) -> Iterator[tuple[int, str]]:
+    for piece in stream:
+        yield from enumerate(piece.text.split("\n"), piece.line)
+
+
+def read_json(stream: Iterable[Piece], head: str, sink: Callable[[Snapshot], None]) -> Dump:
+    """Read a JSON dump record by record (dump.read)."""
+    keys = _Keys('"type": "attached_probes", "count"' in head)  # 0.24+
+    tally = _Tally()
+    builder = Builder(",", sink)
+    for n, line in _lines(stream):
+        s = line.strip()
+        if tally.bad is not None and s:
+            raise DumpError("a line starts like JSON but is not valid JSON", line=tally.bad[0],
+                            hint="is this file damaged? bpftrace -f json writes one record a line")
+        if not s.startswith("{"):  # blank lines, log lines, ^C
+            tally.other(n, s)
+            continue
+        try:
+            rec = _loads(_undo_hex_counts(s, n, keys.newer))
+        except json.JSONDecodeError:
+            tally.bad = (n, s)  # the dump's last line, cut short, unless a line follows
+            continue
+        except ValueError as exc:  # valid JSON, but not what bpftrace writes
+            raise DumpError(f"not a bpftrace JSON record: {str(exc)[:80]}", line=n) from None
+        if not isinstance(rec, dict) or "type" not in rec:
+            raise DumpError("JSON record without a \"type\"", line=n)
+        tally.records += 1
+        _take(rec, n, builder, keys, tally)
     builder.flush()
-    return Dump(tuple(builder.snapshots), "json", recognised=bool(found.records),
-                notes=_notes(found, era), cut=found.cut, map_full=dropped > 0, dropped=dropped,
-                lost_events=lost, era=era)
+    cut = None if tally.bad is None else \
+        f"the last record (line {tally.bad[0]}, {len(tally.bad[1])} bytes)"
+    return Dump((), "json", recognised=tally.records > 0, notes=tally.notes(keys.era), cut=cut,
+                map_full=tally.dropped > 0, dropped=tally.dropped, lost_events=tally.lost,
+                era=keys.era)
 
 
-def _notes(found: _Records, era: str | None) -> tuple[str, ...]:
-    notes = []
-    if found.skipped:
-        n, line = found.skipped[0]
-        notes.append(skipped_note(len(found.skipped), n, line, "a JSON record"))
-    if era == ">=0.24":
-        notes.append("bpftrace >= 0.24 strips spaces from JSON map keys: "
-                     "comms that held spaces are shown without them")
-    return tuple(notes)
+def _take(rec: dict, n: int, builder: Builder, keys: _Keys, tally: _Tally) -> None:
+    """Put one record where it goes."""
+    typ, data = rec["type"], rec.get("data")
+    if typ in _MAP_TYPES and isinstance(data, dict):
+        for name, value in data.items():
+            try:
+                builder.add_map(name, _json_entries(typ, value, keys))
+            except DumpError as exc:
+                raise DumpError(f"map {name}: {exc.message}", line=n) from None
+            except (KeyError, TypeError, ValueError, AttributeError):
+                raise DumpError(f"unexpected shape of map {name} in a {typ} record",
+                                line=n) from None
+    elif typ == "time" and isinstance(data, str):
+        _json_time(builder, data)
+    elif typ == "attached_probes":
+        keys.newer = keys.newer or "count" in rec
+    elif typ == "lost_events":
+        tally.lost += _lost_events(rec, n)
+    elif typ == "helper_error" and (MAP_FULL in str(rec.get("msg", ""))
+                                    or rec.get("helper") == "map_update_elem"):
+        tally.dropped += 1
 
 
-def _json_entries(typ: str, value: object, twice: bool) -> list[Entry]:
+def _json_entries(typ: str, value: object, key: Callable[[str], str]) -> list[Entry]:
     if typ == "hist":
         if isinstance(value, list):  # keyless: "@h": [buckets]
             return [HistEntry(None, tuple(_json_bucket(b) for b in value))]
         if not isinstance(value, dict):
             raise TypeError("a hist map is a list of buckets or an object of them")
-        return [HistEntry(_json_key(k, twice), tuple(_json_bucket(b) for b in v))
+        return [HistEntry(key(k), tuple(_json_bucket(b) for b in v))
                 for k, v in value.items()]
     if isinstance(value, dict) and not (typ == "stats" and "count" in value):
-        return [ValueEntry(_json_key(k, twice), json.dumps(v)) for k, v in value.items()]
+        return [ValueEntry(key(k), json.dumps(v)) for k, v in value.items()]
     return [ValueEntry(None, json.dumps(value))]

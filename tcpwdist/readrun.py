@@ -3,10 +3,13 @@ read into one report series (or one merged report of several inputs)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import os
 import sys
 from dataclasses import dataclass, replace
+from typing import BinaryIO, Iterator
 
 from tcpwdist import dump, live, report
 from tcpwdist.console import Console
@@ -40,18 +43,25 @@ def run(req: Request, console: Console) -> int:
     return max(code for code, _ in heard)
 
 
-def read_input(path: str) -> bytes:
+@contextlib.contextmanager
+def _opened(path: str, source: str) -> Iterator[BinaryIO]:
+    """The input's bytes as a file, read errors (at open or on the way)
+    one line each."""
     try:
         if path == "-":
             if sys.stdin is None:
                 raise DumpError("cannot read stdin: it is closed",
                                 hint="give a file with -r FILE, or pipe a dump in")
-            return sys.stdin.buffer.read()
-        with open(path, "rb") as f:
-            return f.read()
+            yield sys.stdin.buffer
+        else:
+            with open(path, "rb") as f:
+                yield f
     except OSError as exc:
         raise DumpError(f"cannot read {path}: {exc.strerror}",
                         hint="give a file holding bpftrace output") from None
+    except MemoryError:
+        raise DumpError(f"{source} holds more than fits in memory (its maps' keys are kept, "
+                        "not its text)", hint="read it on a host with more memory") from None
 
 
 @dataclass(frozen=True)
@@ -66,18 +76,25 @@ class Input:
 
 
 def load(path: str, map_name: str | None) -> Input:
+    """Read one input as it streams by: memory grows with what its
+    reports hold (its keys), not with its length."""
     source = "stdin" if path == "-" else path
-    data = read_input(path)
-    digest = hashlib.sha256(data).hexdigest()
-    if report.is_own_json(data):
-        return Input(source, report.read_own_json(data, source), None, digest=digest)
-    parsed = dump.parse(data)
-    if not parsed.snapshots and not parsed.recognised:
+    digest = hashlib.sha256()
+    with _opened(path, source) as f:
+        chunks = dump.chunks_of(f, digest.update)
+        first = next(chunks, b"")
+        if report.is_own_json(first):  # a report, as long as its rows
+            data = b"".join([first, *chunks])
+            return Input(source, report.read_own_json(data, source), None,
+                         digest=digest.hexdigest())
+        feed = dump.ReportFeed()
+        parsed = dump.read(itertools.chain([first], chunks), feed)
+    if not feed.count and not parsed.recognised:
         raise DumpError(f"{source} holds no bpftrace map output",
                         hint="give the output of bpftrace running tcpwdist's program")
-    name = dump.pick_map(parsed.snapshots, map_name)
-    shape = dump.key_shape(parsed.snapshots, name)
-    found = dump.reports(parsed.snapshots)
+    name = dump.pick_map(feed.kinds, map_name)
+    shape = dump.key_shape(feed.kept(), name)
+    found = feed.result()
     snaps = found.snapshots or ([found.partial] if found.partial is not None else [])
     partial = report.Meta(partial=True, warnings=(
         f"partial report: the dump ends without bpftrace's final dump; this is its last "
@@ -88,7 +105,7 @@ def load(path: str, map_name: str | None) -> Input:
         parsed = replace(parsed, notes=parsed.notes + (
             f"{name} is keyed by [{shape}]" + (": one histogram per comm, no PID, no command "
                                                "line" if shape == dump.COMM else ""),))
-    return Input(source, reports, parsed, name, digest)
+    return Input(source, reports, parsed, name, digest.hexdigest())
 
 
 def _heard(inp: Input, console: Console) -> tuple[int, tuple[str, ...]]:

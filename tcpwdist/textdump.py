@@ -6,13 +6,14 @@ last entry without its blank line.  It builds dump.py's data."""
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import pyparsing as pp
 
 from tcpwdist import marks
 from tcpwdist.dump import (_ANSI, _NUM, LOG_WORDS, MAP_FULL, Bucket, Builder, Dump, HistEntry,
-                           ValueEntry, _line_of, _shown, lost_count, parse_label, skipped_note)
+                           Piece, Snapshot, ValueEntry, _shown, lost_count, parse_label,
+                           skipped_note)
 from tcpwdist.errors import DumpError
 
 LABEL_PATTERN = (rf"\(\.\.\., {_NUM}\)"          # (..., 0)      below the range
@@ -146,7 +147,6 @@ class _Hist(NamedTuple):
     key: str | None
     rows: list[tuple[str, str]]
     ending: str  # one of ENTRY_ENDINGS, or "tail" (lines among the rows: see tail)
-    at: int  # where the entry starts in the text parsed
     tail: str = ""
 
 
@@ -175,30 +175,36 @@ class _Cut(NamedTuple):
 
 class _Foreign(NamedTuple):
     line: str
-    at: int  # offset in the text parsed
 
 
 class _Series(NamedTuple):
     name: str
 
 
-def _hist_item(text: str, loc: int, t: pp.ParseResults) -> _Hist:
+class _At(NamedTuple):
+    """An item, and where it starts in the text parsed."""
+
+    at: int
+    item: object
+
+
+def _hist_item(t: pp.ParseResults) -> _Hist:
     header, found_rows, ending = t[0], t[1], t[2]
     m = _HEADER_RE.fullmatch(header)
     assert m is not None  # the grammar matched this very pattern
     if isinstance(ending, _Tail):
-        return _Hist("@" + m["name"], m["key"], found_rows, "tail", loc, ending.text)
-    return _Hist("@" + m["name"], m["key"], found_rows, ending, loc)
+        return _Hist("@" + m["name"], m["key"], found_rows, "tail", ending.text)
+    return _Hist("@" + m["name"], m["key"], found_rows, ending)
 
 
 _HEADER_RE = re.compile(_HEADER_PATTERN)
 _BROKEN_HEADER_RE = re.compile(_BROKEN_HEADER_PATTERN)
 
 
-def _broken_item(text: str, loc: int, t: pp.ParseResults) -> _Hist:
+def _broken_item(t: pp.ParseResults) -> _Hist:
     m = _BROKEN_HEADER_RE.match(t[0])
     assert m is not None  # the grammar matched this very pattern
-    return _Hist("@" + m["name"], m["key"], [], "tail", loc, t[1].text)
+    return _Hist("@" + m["name"], m["key"], [], "tail", t[1].text)
 
 
 # A hist entry is tried first: a line "@[1, ]: ]: " looks like a map line
@@ -214,10 +220,13 @@ dump_item = (
     | time_line.copy().add_parse_action(lambda t: _Mark(None, t["stamp"]))
     | noise_line.copy().add_parse_action(lambda t: _Noise(t[0]))
     | blank.suppress()
-    | foreign_line.copy().add_parse_action(lambda s, loc, t: _Foreign(t[0], loc))
+    | foreign_line.copy().add_parse_action(lambda t: _Foreign(t[0]))
 ).set_name("dump line")
+# Each item with where it starts: the reader takes a long dump window by
+# window, and a window is cut where an item starts (read_text).
+dump_item.add_parse_action(lambda s, loc, t: [_At(loc, t[0])] if t else None)
 text_dump = (dump_item[...]
-             + pp.Opt(cut_line.copy().add_parse_action(lambda t: _Cut(t[0])))
+             + pp.Opt(cut_line.copy().add_parse_action(lambda s, loc, t: _At(loc, _Cut(t[0]))))
              + end_of_dump)
 text_dump.leave_whitespace(recursive=True)
 text_dump.parse_with_tabs()  # a tab in a comm is a byte to keep, not 8 columns
@@ -240,25 +249,27 @@ def _text_items(body: str, first_line: int) -> pp.ParseResults:
 
 
 class _Reading:
-    """What one text parse found besides the maps: the reader's tally."""
+    """What a text dump held besides the maps: the reader's tally."""
 
-    def __init__(self, text: str, start: int) -> None:
-        self.text, self.start = text, start
+    def __init__(self) -> None:
+        self.window, self.first_line = "", 1  # the text being read, and its first line's number
         self.cut: str | None = None
         self.dropped = self.lost = 0
-        self.skipped: list[tuple[int, str]] = []  # (offset, line) of foreign lines
+        self.skipped = 0  # foreign lines
+        self.first_skipped: tuple[int, str] | None = None  # (line number, line)
         self.damaged: list[str] = []  # entries a foreign line broke
         self.damaged_lines: list[int] = []
         self.unterminated: str | None = None  # the last entry, without its blank line
         self.unseparated = 0
 
     def line_of(self, at: int) -> int:
-        return _line_of(self.text, self.start + at)
+        return self.first_line + self.window.count("\n", 0, at)
 
-    def take(self, item: object, builder: Builder) -> int:
-        """Put one parsed item where it goes; 1 if it was a map entry."""
+    def take(self, at: int, item: object, builder: Builder) -> int:
+        """Put one parsed item, found at ``at`` of the window, where it
+        goes; 1 if it was a map entry."""
         if isinstance(item, _Hist):
-            buckets = self.hist(item)
+            buckets = self.hist(item, at)
             if buckets is None:
                 return 0
             builder.add(item.name, HistEntry(item.key, buckets))
@@ -275,9 +286,11 @@ class _Reading:
         elif isinstance(item, _Foreign):
             if item.line.lstrip().startswith('{"type":'):
                 raise DumpError("a JSON record in a text dump: text and JSON output mixed in "
-                                "one input", line=self.line_of(item.at),
+                                "one input", line=self.line_of(at),
                                 hint="give each bpftrace run's output as its own -r input")
-            self.skipped.append((item.at, item.line))
+            self.skipped += 1
+            if self.first_skipped is None:
+                self.first_skipped = (self.line_of(at), item.line)
         elif isinstance(item, _Cut):
             self.cut = self.cut or f"the last line ({_shown(item.line[:40])})"
         return 0
@@ -286,7 +299,7 @@ class _Reading:
         self.dropped += MAP_FULL in line
         self.lost += lost_count(line)
 
-    def hist(self, item: _Hist) -> tuple[Bucket, ...] | None:
+    def hist(self, item: _Hist, at: int) -> tuple[Bucket, ...] | None:
         """The buckets of a hist entry, or None if it cannot be counted."""
         found = list(item.rows)
         if item.ending == "cut":
@@ -298,7 +311,7 @@ class _Reading:
                 self.cut = _entry_name(item)
                 return None
             if tail is not None:
-                line = self.line_of(item.at)
+                line = self.line_of(at)
                 self.damaged.append(f"{_entry_name(item)} (line {line}, "
                                     f"broken by '{_shown(tail[:40])}')")
                 self.damaged_lines.append(line)
@@ -336,9 +349,8 @@ class _Reading:
 
     def notes(self) -> list[str]:
         said = []
-        if self.skipped:
-            at, line = self.skipped[0]
-            said.append(skipped_note(len(self.skipped), self.line_of(at), line, "map output"))
+        if self.first_skipped is not None:
+            said.append(skipped_note(self.skipped, *self.first_skipped, "map output"))
         if self.unseparated:
             said.append(f"{self.unseparated} map entries had no blank line after them "
                         "(bpftrace prints one): read as separate entries")
@@ -358,34 +370,92 @@ _V08_ROW_RE = re.compile(rf"\[{_NUM}, {_NUM}\] +\d+ \|")
 _NOISE_RE = re.compile(NOISE_PATTERN)
 
 
-def parse_text(text: str, attach: re.Match[str] | None) -> Dump:
-    # Whatever comes before the attach notice (compile warnings with their
-    # source lines, a shell prompt) is not part of the dump.
-    start = attach.end() if attach else 0
-    builder = Builder(", ")
-    tally = _Reading(text, start)
-    maps = sum(tally.take(item, builder)
-               for item in _text_items(text[start:], _line_of(text, start)))
+# How much text one parse takes at most (unless one item is longer), and
+# how near a window's end an item may start and still be taken from it.
+# Every construct is decided within a few hundred bytes of its start (a
+# key of 16 lines and the row after it), a stack key within some 20 KB
+# (127 frames); only a run of rows, of lines among them or of a tseries
+# block goes on, and the last item of a window, which may, is always
+# parsed again with what follows.  So reading window by window finds the
+# very items one parse of the whole text would.  Measured (BENCHMARKS.md):
+# 2 MB windows read a 100,000-row dump as fast as one parse (1 MB ones
+# were 5% slower), and hold the reader near 55 MB however long the input.
+WINDOW = 1 << 21
+MARGIN = 1 << 16
+_INK_RE = re.compile(r"\S")
+
+
+class _Windows:
+    """The dump's items, window by window, and whether it held any text."""
+
+    def __init__(self, window: int, margin: int) -> None:
+        self.window, self.margin = window, margin
+        self.seen_text = self.seen_ink = False
+
+    def __call__(self, stream: Iterable[Piece],
+                 attach: re.Match[str] | None) -> Iterator[tuple[str, int, list[_At]]]:
+        """(text, its first line's number, the items taken from it)."""
+        buf, line, want = "", 1, self.window
+        for piece in stream:
+            text = piece.text
+            self.seen_text = self.seen_text or bool(text)
+            self.seen_ink = self.seen_ink or bool(_INK_RE.search(text))
+            if piece.line == 1 and attach is not None:
+                # Whatever comes before the attach notice (compile warnings
+                # with their source lines, a shell prompt) is not the dump.
+                line = 1 + text.count("\n", 0, attach.end())
+                text = text[attach.end():]
+            elif not buf:
+                line = piece.line
+            buf += text
+            if not piece.last and len(buf) < want:
+                continue
+            items = list(_text_items(buf, line))
+            if piece.last:
+                yield buf, line, items
+                return
+            # Up to the first item near the window's end, and never the
+            # last item: it may go on in the next piece.
+            limit = len(buf) - self.margin
+            taking = next((i for i, x in enumerate(items) if x.at >= limit), len(items) - 1)
+            if taking <= 0 and items:  # one item fills the window: read on
+                want *= 2
+                continue
+            yield buf, line, items[:taking]
+            cut = items[taking].at if items else len(buf)
+            line += buf.count("\n", 0, cut)
+            buf, want = buf[cut:], self.window
+
+
+def read_text(stream: Iterable[Piece], attach: re.Match[str] | None,
+              sink: Callable[[Snapshot], None]) -> Dump:
+    """Read a text dump piece by piece (dump.read), window by window."""
+    builder = Builder(", ", sink)
+    tally = _Reading()
+    maps = 0
+    windows = _Windows(WINDOW, MARGIN)
+    for tally.window, tally.first_line, items in windows(stream, attach):
+        maps += sum(tally.take(x.at, x.item, builder) for x in items)
     builder.flush()
     if not maps and tally.damaged:
         raise DumpError(f"no map entry could be read: {tally.damaged[0]}",
                         hint="a line among a histogram's rows breaks it (an elision? a printf?)",
                         line=tally.damaged_lines[0])
-    if not maps and tally.skipped:
-        at, line = tally.skipped[0]
-        raise DumpError(f"holds no bpftrace map output ({len(tally.skipped)} other lines; "
-                        f"the first: '{_shown(line.rstrip()[:60])}')",
+    if not maps and tally.first_skipped is not None:
+        n, first = tally.first_skipped
+        raise DumpError(f"holds no bpftrace map output ({tally.skipped} other lines; "
+                        f"the first: '{_shown(first.rstrip()[:60])}')",
                         hint="tcpwdist -r reads what bpftrace prints for @[pid, comm] = hist(...)",
-                        line=tally.line_of(at))
+                        line=n)
     # bpftrace 0.24+ prints the attach notice on stderr: the piped dump of
     # an empty map is its two blank lines and nothing else.
-    empty_dump = bool(text) and not text.strip()
+    empty_dump = windows.seen_text and not windows.seen_ink
     damage: tuple[str, ...] = ()
     if tally.damaged:
         more = ", ..." if len(tally.damaged) > 3 else ""
         damage = (f"{len(tally.damaged)} map entries broken by lines that are not map output "
                   f"were not counted: {', '.join(tally.damaged[:3])}{more}",)
-    return Dump(tuple(builder.snapshots), "text", recognised=attach is not None or empty_dump,
+    return Dump((), "text", recognised=attach is not None or empty_dump,
                 notes=tuple(tally.notes()), cut=tally.cut, map_full=tally.dropped > 0,
                 dropped=tally.dropped, lost_events=tally.lost, damaged=damage,
                 unterminated=tally.unterminated)

@@ -21,6 +21,13 @@ def test_parse_benchmark_quick():
     assert "tcpwdist -r -o json: median" in done.stdout and "ratio:" in done.stdout
 
 
+def test_stream_benchmark_quick():
+    done = subprocess.run([sys.executable, "bench/bench_stream.py", "--quick"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr  # 1 if the report was not exact
+    assert "report exact: True" in done.stdout and "peak RSS" in done.stdout
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("bpftrace") is None
                     or shutil.which("gcc") is None or shutil.which("strace") is None,
                     reason="the overhead benchmark needs root, bpftrace, gcc and strace")
