@@ -33,7 +33,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.NO_BPFTRACE: "bpftrace not found or not runnable",
     ExitCode.PERMISSION: "permission denied (not root)",
     ExitCode.NO_PROBE: "no probe could attach (kernel support, tracefs)",
-    ExitCode.BPFTRACE_FAILED: "bpftrace failed (died, hung, ignored the interrupt)",
+    ExitCode.BPFTRACE_FAILED:
+        "bpftrace failed (died, hung, ignored the interrupt, stuck after SIGKILL)",
     ExitCode.BAD_DUMP: "dump unreadable, incomplete, or without a TCP write map",
     ExitCode.INTERRUPTED_EARLY: "interrupted before tracing began",
     ExitCode.OUTPUT_FAILED: "the report could not be written to stdout (disk full, I/O error)",

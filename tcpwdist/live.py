@@ -319,6 +319,9 @@ def _attach(req: Request, facts: host.Facts, programs: list[tuple[str, str]],
             session.wait_attached(version_has_notice=facts.bpftrace.version >= (0, 14, 0))
         except TcpwdistError as exc:
             session.kill()
+            if session.stuck:
+                console.say("warning: "
+                            + trace.stuck_message(session.child.pid, trace.Session.GRACE))
             if not program.falls_back(req.probe, exc):
                 raise
             failures.append((probe, f"{exc.message}; bpftrace said: "
@@ -437,6 +440,8 @@ def _failure(outcome: trace.Outcome, ended_early: bool,
     badly.  Ending early with a complete final dump and exit 0 (stopped by
     someone else's SIGTERM, say) is no failure.  A second Ctrl-C is the
     user's, said apart."""
+    if outcome.stuck is not None:
+        return BpftraceFailed(trace.stuck_message(outcome.stuck, trace.Session.GRACE))
     if outcome.aborted:
         return None
     bad_end = outcome.signal_status is not None or outcome.exit_status not in (0, None)

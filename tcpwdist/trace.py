@@ -67,6 +67,12 @@ class Outcome:
     signal_status: int | None
     escalations: list[str] = field(default_factory=list)  # what it took to stop it
     aborted: bool = False  # the user asked us to stop waiting for the dump
+    stuck: int | None = None  # its pid, if it had not exited when tcpwdist stopped waiting
+
+
+def stuck_message(pid: int, grace: float) -> str:
+    return (f"bpftrace (pid {pid}) has not exited {grace:g} s after SIGKILL: it is stuck in "
+            f"the kernel, and ends when the kernel lets it go (ps -o pid,stat,wchan -p {pid})")
 
 
 # A diagnostic with a source location ("stdin:1:1-19: ERROR: ...") is
@@ -120,6 +126,7 @@ class Session:
         self._buffer = bytearray()  # what bpftrace printed and no feed took yet
         self._scanned: dict[str, int] = {}  # how far take_through looked, per mark
         self.eof = False
+        self.stuck = False  # SIGKILL sent, and it had not exited when the wait ended
         self.escalations: list[str] = []  # what it took to stop bpftrace
         self.aborted = False  # the user asked us to stop waiting for the dump
         full_env = dict(os.environ)
@@ -293,15 +300,23 @@ class Session:
 
     def kill(self) -> None:
         """End bpftrace now (no dump wanted) and reap it."""
-        if self.child.isalive():
+        if not self.stuck and self.child.isalive():
             self._signal(signal.SIGKILL)
         self.reap()
 
-    def reap(self, grace: float = 2.0) -> None:
+    # How long bpftrace may take to exit once it is told to (EOF seen, or
+    # SIGKILL sent).  A process SIGKILL does not end within this is stuck
+    # in the kernel (allocating a huge map, a probe's teardown): no wait
+    # ends that, so tcpwdist says so and leaves (Outcome.stuck).
+    GRACE = 2.0
+
+    def reap(self) -> None:
         """Collect bpftrace's exit status.  After EOF it is exiting: poll for
         that (pexpect's close() would sleep a fixed 0.1 s or more, which is
         most of tcpwdist's stop latency), then close, forcing if need be."""
-        deadline = time.monotonic() + grace
+        if self.stuck:
+            return
+        deadline = time.monotonic() + self.GRACE
         while self.child.isalive() and time.monotonic() < deadline:
             time.sleep(0.002)
         self.child.delayafterclose = 0
@@ -309,7 +324,7 @@ class Session:
         try:
             self.child.close(force=True)
         except pexpect.ExceptionPexpect:
-            pass
+            self.stuck = True  # SIGKILL sent again by close(), and still there
 
     def describe_status(self) -> str:
         if self.child.signalstatus is not None:
@@ -318,12 +333,14 @@ class Session:
 
     def outcome(self) -> Outcome:
         return Outcome(self.output, self.child.exitstatus, self.child.signalstatus,
-                       list(self.escalations), self.aborted)
+                       list(self.escalations), self.aborted,
+                       self.child.pid if self.stuck else None)
 
     def __enter__(self) -> "Session":
         return self
 
     def __exit__(self, *exc: object) -> None:
-        # Whatever happened, no bpftrace is left running.
-        if self.child.isalive():
+        # Whatever happened, no bpftrace is left running (unless it is
+        # stuck in the kernel, which the run has said).
+        if not self.stuck and self.child.isalive():
             self.kill()

@@ -542,9 +542,48 @@ def test_an_interrupt_while_stdout_is_full_loses_no_report_bytes(tmp_path, unbuf
     proc = subprocess.Popen([sys.executable, "-c", AS_ROOT, "--bpftrace", FAKE, "-o", "json",
                              "0.3"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL)
-    time.sleep(1.5)  # a report of ~480 KB: the pipe (64 KiB) is full
+    # A report of ~480 KB: the pipe (64 KiB) fills, and tcpwdist blocks
+    # writing to it.  Waited for, not slept for: on a loaded machine the
+    # first report may take longer than any fixed sleep.
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{proc.pid}/syscall").read_text().split()[:2] != ["1", "0x1"]:
+        # blocked in write(1, ...) (x86-64's syscall 1)
+        assert time.monotonic() < deadline, "tcpwdist never blocked on the full pipe"
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0
     docs = [json.loads(line) for line in out.splitlines()]  # every line whole
     assert docs and len(docs[0]["processes"]) == 500
+
+
+def _state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+def test_bpftrace_stuck_in_the_kernel_is_left_with_the_report_and_said(tcpwdist, tmp_path):
+    """A bpftrace that SIGKILL does not end (held at its exit, as one stuck
+    in the kernel is held): tcpwdist waits a bounded time, prints the
+    report of the dump it got, names the pid, exits 6, and does not wait
+    for it (before, it left silently with exit 0)."""
+    holder = tmp_path / "holder"
+    done = tcpwdist("--bpftrace", FAKE, "-d", "0.3", "--stop-timeout", "1.5", "-o", "json",
+                    env={"FAKE_MODE": "stuck-exit", "FAKE_HOLDER": str(holder),
+                         "FAKE_HOLD": "60"})
+    holder_pid, pid = map(int, holder.read_text().split())
+    try:
+        assert _state(pid) == "t"  # still held at its exit: tcpwdist did not wait for it
+        assert_one_error_line(done, ExitCode.BPFTRACE_FAILED,
+                              f"bpftrace (pid {pid}) has not exited 2 s after SIGKILL",
+                              "stuck in the kernel")
+        assert "SIGKILL sent" in done.err
+        [proc] = json.loads(done.out)["processes"]
+        assert (proc["pid"], proc["writes"]) == (4242, 30)
+    finally:
+        os.kill(holder_pid, signal.SIGTERM)  # our own holder lets it go
+        deadline = time.monotonic() + 10
+        while _state(pid) not in (None, "Z") and time.monotonic() < deadline:
+            time.sleep(0.05)

@@ -272,6 +272,35 @@ def test_sigkill_leaves_no_bpftrace_behind(bt):
         time.sleep(0.05)
 
 
+def test_bpftrace_stuck_in_the_kernel_is_said_and_its_dump_reported(bt, tmp_path):
+    """The real bpftrace, held at its exit by ptrace (tests/holdexit.py) as
+    a process stuck in the kernel is held: SIGKILL does not end it.
+    tcpwdist reports the dump it printed, names its pid, exits 6, and does
+    not wait for it."""
+    proc, _ = start(bt, "-o", "json", "--stop-timeout", "1.5")
+    [bpftrace_pid] = _children(proc.pid)
+    holder = subprocess.Popen([sys.executable, str(ROOT / "tests" / "holdexit.py"),
+                               str(bpftrace_pid), "120"], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        w = Workload(tmp_path, "100x3,3000x2")
+        w.go()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        state = Path(f"/proc/{bpftrace_pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        assert state == "t", "bpftrace was not held: the test proves nothing"
+        assert proc.returncode == ExitCode.BPFTRACE_FAILED, err
+        assert f"bpftrace (pid {bpftrace_pid}) has not exited 2 s after SIGKILL" in \
+            err.decode().splitlines()[-1]
+        assert counts(out, w) == {w.pids[0]: {64: 3, 2048: 2}}
+    finally:
+        holder.terminate()  # our holder lets bpftrace go
+        holder.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while not _gone(bpftrace_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
 def test_interval_run_and_its_raw_replay_give_the_same_intervals(bt, tmp_path):
     w = Workload(tmp_path, "2000x3,10x4")
     raw = tmp_path / "raw.txt"
