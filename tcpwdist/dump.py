@@ -247,8 +247,15 @@ class Builder:
         self._seen: set[tuple[str, str | None]] = set()
         self._stamp: str | None = None
         self._time_opens: bool | None = None  # decided by the first bare time() line
+        # After a FINAL mark: the final map, by key.  A mark inside it ends
+        # nothing, and a key seen again is the same map printed later: the
+        # map only grows, so the latest entry of each key wins.
+        self._final: dict[str, dict[str | None, Entry]] | None = None
 
     def add(self, name: str, entry: Entry) -> None:
+        if self._final is not None:
+            self._final.setdefault(name, {})[entry.key] = entry
+            return
         ident = (name, entry.key)
         if ident in self._seen:
             self.flush()
@@ -257,13 +264,23 @@ class Builder:
 
     def add_map(self, name: str, entries: list[Entry]) -> None:
         """A JSON record: a whole map at once; seeing it again starts a new snapshot."""
+        if self._final is not None:
+            self._final.setdefault(name, {}).update((e.key, e) for e in entries)
+            return
         if name in self._maps:
             self.flush()
         self._maps[name] = entries
 
     def mark(self, kind: str | None, stamp: str) -> None:
         """A mark line: tcpwdist's own, or a bare time() line (kind None)."""
-        if kind == marks.PROGRESS:
+        if self._final is not None:
+            return  # inside the final dump
+        if kind == marks.FINAL:
+            # What is pending (a periodic dump the mark cut, if any) is
+            # older than the final dump: it is merged into it.
+            self._final = {n: {e.key: e for e in es} for n, es in self._maps.items()}
+            self._maps, self._seen, self._stamp = {}, set(), stamp
+        elif kind == marks.PROGRESS:
             # What came since the last snapshot was a progress print.
             self._maps, self._seen, self._stamp = {}, set(), None
         elif kind is not None:
@@ -291,6 +308,9 @@ class Builder:
         self._stamp = stamp
 
     def flush(self, keep_empty: bool = False, kind: str | None = None) -> None:
+        if self._final is not None:  # the end of the input
+            self._maps = {n: list(es.values()) for n, es in self._final.items()}
+            self._final = None
         if self._maps or keep_empty:
             maps = tuple(MapDump(n, tuple(e), self.sep) for n, e in sorted(self._maps.items()))
             self.sink(Snapshot(maps, self._stamp, kind))

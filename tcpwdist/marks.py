@@ -16,6 +16,13 @@ print and a clear is lost, as it was when the program cleared the map).
 ``SNAPSHOT``
     the cumulative map, once a second: the progress line's numbers, and
     the report of what was seen if bpftrace dies before its final dump.
+``FINAL``
+    printed by the END probe of a program with periodic dumps, before
+    bpftrace prints the final dump (so on 0.17, 0.23.2 and 0.27.1,
+    measured): bpftrace 0.22+ prints maps entry by entry, and the
+    interval probe may still fire while the final dump is printed, its
+    mark landing inside it.  After FINAL a reader takes no mark as the
+    end of a dump: what follows is the final map, read as one.
 
 Read, never written any more (``-w`` files of earlier versions):
 ``INTERVAL`` ended an interval's dump of a map cleared after it;
@@ -28,9 +35,10 @@ import re
 
 TOTAL = "tcpwdist-total"
 SNAPSHOT = "tcpwdist-snapshot"
+FINAL = "tcpwdist-final"
 INTERVAL = "tcpwdist-interval"
 PROGRESS = "tcpwdist-status"
-KINDS = (TOTAL, SNAPSHOT, INTERVAL, PROGRESS)
+KINDS = (TOTAL, SNAPSHOT, FINAL, INTERVAL, PROGRESS)
 CUMULATIVE = (TOTAL, SNAPSHOT)
 
 STRFTIME_SINCE = (0, 16, 0)  # strftime() with %f (microseconds), in printf

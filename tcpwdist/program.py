@@ -237,21 +237,26 @@ def generate(opts: ProgramOptions = ProgramOptions(), header: bool = True) -> st
     # The canonical map stays exactly as it is; --bytes adds a second one
     # (a second map update per write: see BENCHMARKS.md for its cost).
     extra = f" @bytes[pid, comm] = sum({probe.size});" if opts.bytes else ""
-    text = (f"{HEADER if header else ''}{probe.point}{predicate} "
-            f"{{ @[pid, comm] = hist({probe.size});{extra} }}\n")
-    # Periodic dumps of the cumulative map, never cleared (marks.py):
-    # nothing runs per write, and a write between two prints is in the
-    # next one, not lost.  The mark after each tells the reader what it was.
+    return (f"{HEADER if header else ''}{probe.point}{predicate} "
+            f"{{ @[pid, comm] = hist({probe.size});{extra} }}\n" + _periodic(opts))
+
+
+def _periodic(opts: ProgramOptions) -> str:
+    """Periodic dumps of the cumulative map, never cleared (marks.py):
+    nothing runs per write, and a write between two prints is in the
+    next one, not lost.  The mark after each tells the reader what it
+    was; the END probe's, that what follows is the final dump, even a
+    mark that lands inside it."""
     also = " print(@bytes);" if opts.bytes else ""
     if opts.interval is not None:
         ms = round(validate_interval(opts.interval) * 1000)
-        every = f"s:{ms // 1000}" if ms % 1000 == 0 else f"ms:{ms}"
-        text += (f"interval:{every} {{ print(@);{also} "
-                 f"{marks.statement(marks.TOTAL, opts.version)} }}\n")
+        every, kind = (f"s:{ms // 1000}" if ms % 1000 == 0 else f"ms:{ms}"), marks.TOTAL
     elif opts.snapshots:
-        text += (f"interval:s:1 {{ print(@);{also} "
-                 f"{marks.statement(marks.SNAPSHOT, opts.version)} }}\n")
-    return text
+        every, kind = "s:1", marks.SNAPSHOT
+    else:
+        return ""
+    return (f"interval:{every} {{ print(@);{also} {marks.statement(kind, opts.version)} }}\n"
+            f"END {{ {marks.statement(marks.FINAL, opts.version)} }}\n")
 
 
 def environment(version: Version, max_keys: int) -> dict[str, str]:

@@ -587,3 +587,23 @@ def test_bpftrace_stuck_in_the_kernel_is_left_with_the_report_and_said(tcpwdist,
         deadline = time.monotonic() + 10
         while _state(pid) not in (None, "Z") and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+def test_an_interval_capture_cut_by_its_final_dump_counts_each_write_once(tcpwdist):
+    """bpftrace 0.27.1, 0.1 s intervals, 400 processes: the interrupt came
+    while a periodic dump was printed (no mark after it), then the END
+    probe's tcpwdist-final, then the final dump.  Each process made 5
+    writes; before the final mark's rule, 40 of them were counted twice."""
+    capture = ROOT / "tests" / "fixtures" / "captured" / "0.27.1-interval-400.pty.txt"
+    truth = json.loads(capture.with_name("0.27.1-interval-400.pty.truth.json").read_text())
+    done = tcpwdist("-r", str(capture), "-o", "json")
+    assert done.code == 0, done.err
+    got: dict[int, dict[int, int]] = {}
+    for doc in done.docs:
+        for p in doc["processes"]:
+            per = got.setdefault(p["pid"], {})
+            for b in p["buckets"]:
+                per[b["value"]] = per.get(b["value"], 0) + b["count"]
+    assert {pid: {v: n for v, n in got[pid].items() if n} for pid in truth["pids"]} == \
+        {pid: {64: 3, 512: 2} for pid in truth["pids"]}
+    assert len(got) == len(truth["pids"]) == 400

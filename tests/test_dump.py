@@ -265,6 +265,28 @@ def test_hand_status_prints_are_not_reports():
     assert [p.writes for s in parsed.snapshots for p in dump.processes(s)] == [4]
 
 
+@pytest.mark.parametrize("kind", ["tcpwdist-snapshot", "tcpwdist-total"])
+def test_hand_a_mark_inside_the_final_dump_ends_nothing(kind):
+    """bpftrace 0.22+ prints the final dump entry by entry, and the interval
+    probe may fire meanwhile: its mark lands inside that dump.  Before the
+    END probe's tcpwdist-final mark, -r took the mark as the end of a
+    periodic dump, and the processes printed before it were reported as
+    of the last periodic dump (or, for a snapshot, not at all)."""
+    text = ("\n\n@[1, a]: \n" + rows(("[1]", 1)) + "\n@[2, b]: \n" + rows(("[1]", 2)) + "\n"
+            f"{kind} 10:00:01.000000\n"
+            "tcpwdist-final 10:00:01.500000\n\n\n"
+            "@[1, a]: \n" + rows(("[1]", 5)) + "\n"
+            f"{kind} 10:00:02.000000\n"
+            "@[2, b]: \n" + rows(("[1]", 7)) + "\n@[3, c]: \n" + rows(("[1]", 1)) + "\n")
+    found = dump.reports(dump.parse(text).snapshots)
+    assert found.partial is None
+    last = {h.pid: h.writes for h in dump.processes(found.snapshots[-1])}
+    if kind == "tcpwdist-total":  # the last interval: what the final dump adds
+        assert last == {1: 4, 2: 5, 3: 1}
+    else:
+        assert len(found.snapshots) == 1 and last == {1: 5, 2: 7, 3: 1}
+
+
 # Reconstructed dumps of the eras no real capture covers (tests/fixtures/hand/).
 
 HAND = Path(__file__).parent / "fixtures" / "hand"

@@ -184,10 +184,12 @@ def test_installed_bpftrace_compiles_every_variant(probe, tmp_path):
 
 def test_snapshots_run_once_a_second_not_per_write_and_nothing_is_cleared():
     text = body(program.ProgramOptions("tracepoint", snapshots=True))
-    per_write, snapshot = text.splitlines()
+    per_write, snapshot, final = text.splitlines()
     assert per_write == body(program.ProgramOptions("tracepoint")).strip()
     assert snapshot == ('interval:s:1 { print(@); printf("tcpwdist-snapshot %s\\n", '
                         'strftime("%H:%M:%S.%f", nsecs)); }')
+    # Printed before the final dump: a mark after it is inside that dump.
+    assert final == 'END { printf("tcpwdist-final %s\\n", strftime("%H:%M:%S.%f", nsecs)); }'
     # An interval run's totals are its snapshots; bpftrace before 0.16 has
     # no strftime %f: whole seconds.
     old = body(program.ProgramOptions("tracepoint", (0, 15, 0), snapshots=True, interval=2))
