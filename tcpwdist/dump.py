@@ -381,6 +381,12 @@ def _line_blocks(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, int]]:
         yield b"".join(held), line
 
 
+def lines_of(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The input's lines, one at a time (what tcpwdist's own JSON is read by)."""
+    for block, _ in _line_blocks(chunks):
+        yield from block.splitlines()
+
+
 def pieces(chunks: Iterable[bytes]) -> Iterator[Piece]:
     """The input as decoded pieces of whole lines, a terminal's additions
     undone: CRLF line ends, the echoed ^C.  At least one piece, the last

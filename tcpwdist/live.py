@@ -104,7 +104,7 @@ class Reporter:
 
     def notes(self, parsed: dump.Dump) -> tuple[str, ...]:
         """Say what a dump says (once each); the warnings its report carries."""
-        said = report.dump_notes(parsed, "@", self.max_keys)
+        said = report.dump_notes(parsed, "@", self.max_keys, live=True)
         for line in said:
             self.console.say_once(line)
         return report.warnings_of(said)
@@ -399,10 +399,16 @@ def _final_report(parsed: dump.Dump, snapshots: SnapshotFeed, reporter: Reporter
         age = ended_at - snapshots.latest_at
         why = (f"partial report: bpftrace's final dump did not arrive whole; this is what "
                f"was counted up to {seen.stamp} ({age:.1f} s before bpftrace ended)")
+        if parsed.final is not None:
+            # The entries of the final dump that did arrive are newer than
+            # the snapshot's: each key as the later of the two printed it.
+            seen = dump.latest_of_each_key([seen, parsed.final])
+            why += ", with the entries of the final dump that arrived"
         console.say(f"warning: {why}")
         reporter.snapshot(seen, seen.stamp, warnings + (why,), partial=True)
-    elif parsed.final is not None:
-        reporter.snapshot(parsed.final, now_stamp(), warnings)
+    elif parsed.final is not None:  # partial if it stopped short (dump_notes said so)
+        reporter.snapshot(parsed.final, now_stamp(), warnings,
+                          partial=None if parsed.complete else True)
     else:
         # A whole run with no writes: still a report, in the chosen format.
         reporter.snapshot(dump.Snapshot(()), now_stamp(), warnings)
@@ -418,6 +424,8 @@ def _closing_words(reporter: Reporter, parsed: dump.Dump, outcome: trace.Outcome
     if flags.hangup:
         console.say("note: hangup received; tracing ended")
     code = cut_code(parsed, console)
+    if parsed.unterminated and not outcome.aborted:
+        code = ExitCode.BAD_DUMP  # the final dump stopped short (said as a warning)
     if outcome.aborted:
         console.say("error: stopped waiting for bpftrace's report (second Ctrl-C): "
                     "the report holds what had arrived")

@@ -83,10 +83,10 @@ def load(path: str, map_name: str | None) -> Input:
     with _opened(path, source) as f:
         chunks = dump.chunks_of(f, digest.update)
         first = next(chunks, b"")
-        if report.is_own_json(first):  # a report, as long as its rows
-            data = b"".join([first, *chunks])
-            return Input(source, report.read_own_json(data, source), None,
-                         digest=digest.hexdigest())
+        if report.is_own_json(first):  # reports, a line each: read as they come
+            reports = report.read_own_json(dump.lines_of(itertools.chain([first], chunks)),
+                                           source)
+            return Input(source, reports, None, digest=digest.hexdigest())
         feed = dump.ReportFeed()
         parsed = dump.read(itertools.chain([first], chunks), feed)
     if not feed.count and not parsed.recognised:

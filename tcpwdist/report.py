@@ -442,12 +442,25 @@ def map_full_warning(max_keys: int | None, dropped: int = 0) -> str:
     return f"warning: bpftrace's map was full: {how_many} not counted; {raise_it}"
 
 
-def dump_notes(parsed: dump.Dump, name: str, max_keys: int | None = None) -> list[str]:
+UNTERMINATED_LIVE = ("partial report: bpftrace's final dump stopped after {entry}, without "
+                     "its closing blank line: what it would have printed next is missing")
+
+
+def dump_notes(parsed: dump.Dump, name: str, max_keys: int | None = None,
+               live: bool = False) -> list[str]:
     """What the user must hear about a dump, each "note: ..." or
     "warning: ...".  bpftrace 0.23+ says "Map full"; older versions drop
     updates in silence, so a map holding as many (key, bucket) entries as
-    its limit (``max_keys``, known when tcpwdist ran it) is taken as full."""
+    its limit (``max_keys``, known when tcpwdist ran it) is taken as full.
+    A last entry without bpftrace's closing blank line is, in a dump
+    someone copied, a terminal's doing; in a live run (``live``), a final
+    dump that stopped short: entries after it may be missing."""
     said = [f"note: {n}" for n in parsed.notes]
+    if parsed.unterminated and live:
+        said.append(f"warning: {UNTERMINATED_LIVE.format(entry=parsed.unterminated)}")
+    elif parsed.unterminated:
+        said.append(f"note: the last entry, {parsed.unterminated}, has no blank line after it "
+                    "(as when copied from a terminal): its rows are read as complete")
     said += [f"warning: {d}" for d in parsed.damaged]
     if parsed.lost_events:
         said.append(f"warning: bpftrace lost {parsed.lost_events} events")
@@ -565,10 +578,13 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not in tcpwdist's JSON")
 
 
-def read_own_json(data: bytes, source: str) -> list[tuple[Meta, list[Row], str | None]]:
+OwnReport = tuple[Meta, list[Row], "str | None"]
+
+
+def read_own_json(lines: Iterable[bytes], source: str) -> list[OwnReport]:
     """(meta, rows, time) of each document, one per line."""
     reports = []
-    for n, line in enumerate(data.splitlines(), 1):
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:

@@ -354,10 +354,7 @@ class _Reading:
         if self.unseparated:
             said.append(f"{self.unseparated} map entries had no blank line after them "
                         "(bpftrace prints one): read as separate entries")
-        if self.unterminated:
-            said.append(f"the last entry, {self.unterminated}, has no blank line after it "
-                        "(as when copied from a terminal): its rows are read as complete")
-        return said
+        return said  # (the unterminated last entry: report.dump_notes says it)
 
 
 # A dump's labels are few (a hist has at most 66 of them), its rows many:

@@ -607,3 +607,20 @@ def test_an_interval_capture_cut_by_its_final_dump_counts_each_write_once(tcpwdi
     assert {pid: {v: n for v, n in got[pid].items() if n} for pid in truth["pids"]} == \
         {pid: {64: 3, 512: 2} for pid in truth["pids"]}
     assert len(got) == len(truth["pids"]) == 400
+
+
+def test_a_final_dump_that_stops_short_is_partial_and_exit_7(tcpwdist, tmp_path):
+    """bpftrace ends every entry of its final dump with a blank line; a live
+    run whose final dump stops after an entry's rows, without it (seen
+    once with 0.27.1 and 320 processes: 260 printed), has lost what would
+    have come next.  Before, that was a note about terminal copies, exit 0."""
+    body = ("@[4242, fake-writer]: \n[1]                    7 |@@@@@@@@@@@@@@@@@@@@@|\n\n"
+            "@[4243, other]: \n[1]                    2 |@@@@@@|\n")
+    (tmp_path / "dump.txt").write_text(body)
+    done = tcpwdist("--bpftrace", FAKE, "-d", "0.3", "-o", "json",
+                    env={"FAKE_MODE": "ok", "FAKE_DUMP": str(tmp_path / "dump.txt")})
+    assert done.code == ExitCode.BAD_DUMP, done.err
+    [doc] = done.docs
+    assert doc["partial"] is True and [p["pid"] for p in doc["processes"]] == [4242, 4243]
+    assert any("final dump stopped after @[4243, other]" in w for w in doc["warnings"])
+    assert "as when copied from a terminal" not in done.err

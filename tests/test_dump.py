@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CAPTURES, FIXTURES, capture_id, expected_buckets, folded, truth_for
-from tcpwdist import dump, marks, scan, textdump
+from tcpwdist import dump, marks, report, scan, textdump
 from tcpwdist.errors import DumpError
 
 
@@ -178,7 +178,11 @@ def test_hand_cut_mid_map_keeps_the_complete_entries():
     parsed = dump.parse(text)
     assert [(p.pid, p.writes) for p in dump.processes(parsed.snapshots[0])] == [(1, 4), (2, 10)]
     assert parsed.cut is None and parsed.unterminated == "@[2, b c]" and not parsed.complete
-    assert any("has no blank line after it" in n for n in parsed.notes)
+    said = report.dump_notes(parsed, "@")
+    assert any("has no blank line after it (as when copied from a terminal)" in n for n in said)
+    # In a live run the same dump is a final dump that stopped short.
+    [live] = [n for n in report.dump_notes(parsed, "@", live=True) if "@[2, b c]" in n]
+    assert live.startswith("warning: partial report: bpftrace's final dump stopped after")
 
 
 def test_hand_garbage_names_the_entry_and_the_line_that_broke_it():

@@ -335,7 +335,7 @@ def test_own_json_with_any_field_wrong_is_read_or_refused(path, value):
     elif isinstance(node, list) and node:
         node[0] = value
     try:
-        for _, rows, _ in report.read_own_json(json.dumps(doc).encode(), "f"):
+        for _, rows, _ in report.read_own_json([json.dumps(doc).encode()], "f"):
             for fmt in ("dist", "table", "csv", "json"):
                 report.render(fmt, rows)
     except DumpError:
