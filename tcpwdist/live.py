@@ -246,6 +246,10 @@ def run(req: Request, console: Console) -> int:
     if not is_root():
         raise PermissionDenied("tracing needs root (bpftrace loads BPF programs)",
                                hint="run it with sudo, or read a captured dump with -r FILE")
+    for pid in req.program.pids:
+        if not os.path.exists(f"/proc/{pid}"):  # a typo, or a process that has exited
+            console.say(f"warning: -p {pid}: no such process: only a process that gets "
+                        "this PID later would be traced")
     facts = host.gather(req.bpftrace, req.probe)
     plan = program.plan(req.probe, facts.kernel, facts.bpftrace)
     programs = [(p, program.generate(replace(req.program, probe=p, snapshots=True,

@@ -624,3 +624,15 @@ def test_a_final_dump_that_stops_short_is_partial_and_exit_7(tcpwdist, tmp_path)
     assert doc["partial"] is True and [p["pid"] for p in doc["processes"]] == [4242, 4243]
     assert any("final dump stopped after @[4243, other]" in w for w in doc["warnings"])
     assert "as when copied from a terminal" not in done.err
+
+
+def test_a_pid_with_no_process_is_warned_of_and_traced(tcpwdist):
+    """-p of a PID no process has (a typo, say) used to trace in silence."""
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    free = next(p for p in range(pid_max - 1, 1, -1) if not Path(f"/proc/{p}").exists())
+    done = tcpwdist("--bpftrace", FAKE, "-d", "0.3", "-p", str(free), "-p", str(os.getpid()),
+                    env={"FAKE_MODE": "ok"})
+    assert done.code == 0, done.err
+    said = [line for line in done.err.splitlines() if "no such process" in line]
+    assert said == [f"tcpwdist: warning: -p {free}: no such process: only a process that gets "
+                    "this PID later would be traced"]
