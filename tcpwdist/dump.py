@@ -311,6 +311,7 @@ class Builder:
         if self._final is not None:  # the end of the input
             self._maps = {n: list(es.values()) for n, es in self._final.items()}
             self._final = None
+            keep_empty = True  # the final dump of an empty map is one too
         if self._maps or keep_empty:
             maps = tuple(MapDump(n, tuple(e), self.sep) for n, e in sorted(self._maps.items()))
             self.sink(Snapshot(maps, self._stamp, kind))

@@ -256,14 +256,17 @@ class Session:
             if tick is not None:
                 tick()
 
-    def stop(self) -> None:
+    def stop(self, ack: bytes | None = None) -> None:
         """Interrupt bpftrace and read its dump to EOF.
 
         bpftrace dumps its maps on SIGINT.  If it prints nothing for
         ``quiet`` seconds the interrupt is sent again (0.17 was seen to
         miss one in about 85), then SIGTERM (which also dumps, from 0.9.3),
         then SIGKILL.  Output still arriving keeps the wait going, up to
-        ``stop`` seconds in all.
+        ``stop`` seconds in all.  ``ack``: the line the program's END probe
+        begins with; output that goes on for ``quiet`` seconds without it
+        is bpftrace still tracing (its once-a-second prints are no
+        silence), and the next step is taken then too.
         """
         if self.eof:  # it ended by itself: just collect its status
             self.reap()
@@ -271,23 +274,30 @@ class Session:
         steps = [("interrupt sent again", signal.SIGINT), ("SIGTERM sent", signal.SIGTERM),
                  ("SIGKILL sent", signal.SIGKILL)]
         self._signal(signal.SIGINT)
-        start = last_data = time.monotonic()
+        start = last_data = step_at = time.monotonic()
+        heard, tail = ack is None, b""
         while not self.eof:
             if self.abort_requested():
                 self.aborted = True
                 self.kill()
                 return
-            if self._read(self.poll):
-                last_data = time.monotonic()
-                continue
+            data = self._read(self.poll)
             now = time.monotonic()
-            if now - last_data >= self.timeouts.quiet or now - start >= self.timeouts.stop:
-                if not steps:
-                    break
-                what, sig = steps.pop(0)
-                self.escalations.append(what)
-                self._signal(sig)
+            if data:
                 last_data = now
+                if not heard and ack is not None:
+                    tail = tail[-len(ack):] + data  # enough to find it across two reads
+                    heard = ack in tail
+            unheard = not heard and now - step_at >= self.timeouts.quiet
+            if not unheard and (data or (now - last_data < self.timeouts.quiet
+                                         and now - start < self.timeouts.stop)):
+                continue
+            if not steps:
+                break
+            what, sig = steps.pop(0)
+            self.escalations.append(what)
+            self._signal(sig)
+            last_data = step_at = now
         self.reap()
 
     # -- process control ---------------------------------------------------
