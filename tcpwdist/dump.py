@@ -37,7 +37,6 @@ UTF-8 with ``surrogateescape`` and keys are encoded back the same way.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import re
 from dataclasses import dataclass, field, replace
@@ -158,9 +157,9 @@ def _num(text: str) -> int:
     return int(m.group(1)) * _SUFFIX[m.group(2)]
 
 
-@functools.lru_cache(maxsize=4096)
 def parse_label(label: str) -> tuple[int | None, int | None]:
-    """``"[1K, 2K)"`` -> ``(1024, 2048)``; bounds are lo-inclusive, hi-exclusive."""
+    """``"[1K, 2K)"`` -> ``(1024, 2048)``; bounds are lo-inclusive, hi-exclusive.
+    (Not cached here: the text reader keeps the one cache of labels.)"""
     if label.startswith("(..., "):
         return None, _num(label[6:-1])
     inner = label[1:-1]

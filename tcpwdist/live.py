@@ -324,8 +324,7 @@ def _attach(req: Request, facts: host.Facts, programs: list[tuple[str, str]],
         except TcpwdistError as exc:
             session.kill()
             if session.stuck:
-                console.say("warning: "
-                            + trace.stuck_message(session.child.pid, trace.Session.GRACE))
+                console.say("warning: " + trace.stuck_message(session.child.pid))
             if not program.falls_back(req.probe, exc):
                 raise
             failures.append((probe, f"{exc.message}; bpftrace said: "
@@ -465,7 +464,7 @@ def _failure(outcome: trace.Outcome, ended_early: bool,
     someone else's SIGTERM, say) is no failure.  A second Ctrl-C is the
     user's, said apart."""
     if outcome.stuck is not None:
-        return BpftraceFailed(trace.stuck_message(outcome.stuck, trace.Session.GRACE))
+        return BpftraceFailed(trace.stuck_message(outcome.stuck))
     if outcome.aborted:
         return None
     bad_end = outcome.signal_status is not None or outcome.exit_status not in (0, None)

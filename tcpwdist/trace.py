@@ -70,9 +70,10 @@ class Outcome:
     stuck: int | None = None  # its pid, if it had not exited when tcpwdist stopped waiting
 
 
-def stuck_message(pid: int, grace: float) -> str:
-    return (f"bpftrace (pid {pid}) has not exited {grace:g} s after SIGKILL: it is stuck in "
-            f"the kernel, and ends when the kernel lets it go (ps -o pid,stat,wchan -p {pid})")
+def stuck_message(pid: int) -> str:
+    return (f"bpftrace (pid {pid}) has not exited {Session.GRACE:g} s after SIGKILL: it is "
+            f"stuck in the kernel, and ends when the kernel lets it go "
+            f"(ps -o pid,stat,wchan -p {pid})")
 
 
 # A diagnostic with a source location ("stdin:1:1-19: ERROR: ...") is
