@@ -5,13 +5,15 @@ exit codes.  The live run is :mod:`tcpwdist.live`, the -r run
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
+import sys
 import traceback
 from dataclasses import replace
 from typing import Sequence
 
 from tcpwdist import __version__, host, live, program, readrun, report
-from tcpwdist.console import PROG, Console
+from tcpwdist.console import PROG, Console, stream_is_terminal
 from tcpwdist.errors import (EXIT_CODE_MEANINGS, BpftraceMissing, ExitCode, NoProbe, TcpwdistError,
                              UsageError)
 
@@ -108,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-timeout", metavar="SECONDS", type=_positive_float, default=30.0,
                    help="how long to wait for bpftrace's report after the interrupt, "
                         "escalating to SIGTERM and SIGKILL (default: 30)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="say which probes were not used and why, and what the "
+                        "probe's write size means")
     p.add_argument("--traceback", action="store_true",
                    help="on an error, show the Python traceback too (for bug reports)")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -159,13 +164,23 @@ def program_options(args: argparse.Namespace) -> program.ProgramOptions:
 
 
 def report_options(args: argparse.Namespace) -> report.Options:
-    return report.Options(args.output, args.sort, args.top, args.group_by, args.timestamp)
+    return report.Options(args.output, args.sort, args.top, args.group_by, args.timestamp,
+                          report_width())
+
+
+def report_width() -> int:
+    """The terminal's width when stdout is one (COLUMNS first, as
+    shutil reads it), else 80: a file or a pipe gets the same report
+    wherever it is made."""
+    if not stream_is_terminal(sys.stdout):
+        return report.WIDTH
+    return max(40, shutil.get_terminal_size((report.WIDTH, 24)).columns)
 
 
 def live_request(args: argparse.Namespace) -> live.Request:
     return live.Request(program_options(args), args.probe, args.bpftrace, args.count,
                         args.duration, args.write_raw, args.max_keys, args.attach_timeout,
-                        args.stop_timeout, report_options(args))
+                        args.stop_timeout, report_options(args), args.verbose)
 
 
 # --------------------------------------------------------------------------
@@ -205,8 +220,9 @@ def show_program(args: argparse.Namespace, console: Console) -> int:
         console.say("note: bpftrace not found; showing the program in the newest "
                     "bpftrace's spelling")
     plan = program.plan(args.probe, facts.kernel, facts.bpftrace)
-    for probe, why in plan.skipped:
-        console.say(f"not using {probe}: {why}")
+    if args.verbose:
+        for probe, why in plan.skipped:
+            console.say(f"not using {probe}: {why}")
     if not plan.probes:
         raise NoProbe("no probe can work on this host",
                       details=tuple(f"{p}: {why}" for p, why in plan.skipped))

@@ -21,7 +21,7 @@ from tcpwdist.console import Console
 from tcpwdist.errors import (BpftraceFailed, ExitCode, NoProbe, PermissionDenied, TcpwdistError,
                              UsageError)
 
-TRACING = "Tracing TCP writes... Hit Ctrl-C to end."
+TRACING = "Tracing TCP writes"  # how the one line before tracing begins
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class Request:
     attach_timeout: float = 30.0
     stop_timeout: float = 30.0
     report: report.Options = report.Options()
+    verbose: bool = False  # say every probe not used and why, and what size means
 
 
 def is_root() -> bool:
@@ -180,10 +181,12 @@ class SnapshotFeed:
     for the report if bpftrace dies before its final dump; on a terminal
     a quick count of it refreshes the progress line."""
 
-    def __init__(self, session: trace.Session, console: Console, progress: bool) -> None:
+    def __init__(self, session: trace.Session, console: Console, progress: bool,
+                 duration: float | None = None) -> None:
         self.session = session
         self.console = console
         self.progress = progress
+        self.duration = duration  # -d: the progress line counts up to it
         self.start = time.monotonic()
         self.latest: bytes | None = None  # output through the last snapshot's mark
         self.latest_at = 0.0
@@ -216,9 +219,13 @@ class SnapshotFeed:
             self._next_count = time.monotonic() + 50 * (time.monotonic() - self.latest_at)
         self._counted = True
         writes, procs = counted.writes, counted.processes
+        took = f"{time.monotonic() - self.start:.0f} s"
+        if self.duration is not None:
+            took += f" of {self.duration:g}"
         self.console.progress(
-            f"tracing {time.monotonic() - self.start:.0f} s: {writes:,} writes from "
-            f"{procs:,} {'process' if procs == 1 else 'processes'} (Ctrl-C to end)")
+            f"tracing {took}: {writes:,} writes from {procs:,} "
+            f"{'process' if procs == 1 else 'processes'}"
+            + ("" if self.duration is not None else " (Ctrl-C to end)"))
 
     def seen(self) -> dump.Snapshot | None:
         """The last snapshot that arrived, parsed."""
@@ -258,15 +265,29 @@ def run(req: Request, console: Console) -> int:
     with _raw_file(req.write_raw) as raw, SignalGuard() as flags:
         probe, session, failures = _attach(req, facts, programs, plan, raw, flags, console)
         with session:
-            for p, why in failures:
-                console.say(f"not using {p}: {why}")
-            console.say(f"tracing with {program.PROBE_MEANINGS[probe]}")
-            console.say_plain(TRACING)
+            if req.verbose:
+                for p, why in failures:
+                    console.say(f"not using {p}: {why}")
+                console.say(f"tracing with {program.PROBE_MEANINGS[probe]}")
+            console.say_plain(tracing_line(req, program.attach_point(
+                probe, facts.bpftrace.version)))
             start = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
             meta = report.Meta(source="live", host=socket.gethostname(),
                                kernel=facts.kernel.release, bpftrace=facts.bpftrace.text,
                                probe=probe, size=program.SIZE_MEANINGS[probe], start=start)
             return _trace(req, flags, console, session, meta)
+
+
+def tracing_line(req: Request, point: str) -> str:
+    """The one line said before tracing (as BCC's tools and the
+    DTraceToolkit say it): what is traced, and what ends it."""
+    line = f"{TRACING} via {point}"
+    if req.duration is not None:
+        return f"{line} for {req.duration:g} s..."
+    if req.count is not None and req.program.interval is not None:
+        reports = "1 report" if req.count == 1 else f"{req.count} reports"
+        return f"{line}: {reports}, {req.program.interval:g} s apart..."
+    return f"{line}... Hit Ctrl-C to end."
 
 
 def _progress_wanted(req: Request, console: Console) -> bool:
@@ -344,7 +365,7 @@ def _trace(req: Request, flags: Flags, console: Console, session: trace.Session,
     reporter = Reporter(series, console, meta.host or "", recorder.finish, req.max_keys)
     interval = (IntervalFeed(session, reporter, req.count, flags)
                 if req.program.interval is not None else None)
-    snapshots = SnapshotFeed(session, console, _progress_wanted(req, console))
+    snapshots = SnapshotFeed(session, console, _progress_wanted(req, console), req.duration)
     feed = interval or snapshots
 
     raw_said: list[str] = []

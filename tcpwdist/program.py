@@ -187,6 +187,11 @@ def _probe(probe: str, version: Version) -> _Probe:
     raise UsageError(f"unknown probe {probe!r}", hint="choose one of " + ", ".join(PROBES))
 
 
+def attach_point(probe: str, version: Version) -> str:
+    """The probe as bpftrace names it (``kprobe:tcp_sendmsg``)."""
+    return _probe(probe, version).point
+
+
 def _port_test(sock: str, port: int) -> str:
     # skc_num is the local port in host order, skc_dport the remote one in
     # network order: swap the constant here, once, not per event.

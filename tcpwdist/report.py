@@ -42,8 +42,10 @@ SORTS = ("writes", "bytes", "pid", "comm")
 GROUPS = ("pid", "comm", "host")
 JSON_SCHEMA_VERSION = 1
 BAR_WIDTH = 40  # DTrace's quantize() bar
-# Longer CMDs are cut, with "..." as the marker, so lines fit 80 columns.
-CMD_WIDTH = 60  # dist: after " PID: 1234567 CMD: "
+# Reports fit this many columns (a terminal's width when stdout is one):
+# longer CMDs are cut, keeping the program and its script (cut_cmd).
+WIDTH = 80
+_WHO_WIDTH = len(" PID: 1234567 CMD: ")  # dist: what comes before CMD
 
 
 @dataclass(frozen=True)
@@ -90,8 +92,46 @@ def _shown(text: str) -> str:
     return safe_text(text.encode("utf-8", "surrogateescape"))
 
 
-def cut(text: str, width: int = CMD_WIDTH) -> str:
+def cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _base(word: str) -> str:
+    return word if "/" not in word.rstrip("/") else ".../" + word.rstrip("/").rsplit("/", 1)[1]
+
+
+_SCRIPT_SUFFIXES = (".py", ".js", ".mjs", ".cjs", ".ts", ".rb", ".pl", ".php", ".lua", ".sh",
+                    ".jar", ".war")
+
+
+def _script_at(words: Sequence[str]) -> int | None:
+    """Where the script is among a command line's words: the first with a
+    script's suffix ("-X importtime" is an option's argument), else the
+    first argument that is not an option."""
+    args = list(enumerate(words))[1:]
+    return next((i for i, w in args if w.endswith(_SCRIPT_SUFFIXES)),
+                next((i for i, w in args if w and not w.startswith("-")), None))
+
+
+def cut_cmd(text: str, width: int) -> str:
+    """A command line cut to ``width``, keeping what names the process:
+    the program and its script (or first argument, see _script_at).  The
+    options between them are elided first, then the arguments after, then
+    the two words' directories: ``python3 ... /srv/app/server.py ...``."""
+    if len(text) <= width:
+        return text
+    words = text.split(" ")
+    at = _script_at(words)
+    if at is None:
+        return cut(text, width)
+    program, script, after = words[0], words[at], " ".join(words[at + 1:])
+    middles = [" ".join(words[1:at]), "..."] if at > 1 else [""]
+    for prog, scr in ((program, script), (_base(program), _base(script))):
+        for middle in middles:
+            head = " ".join(w for w in (prog, middle, scr) if w)
+            if len(head) + (5 if after else 0) <= width:
+                return cut(f"{head} {after}" if after else head, width)
+    return cut(text, width)
 
 
 # --------------------------------------------------------------------------
@@ -187,7 +227,8 @@ def _processes(n: int) -> str:
 
 
 def _who(row: Row, width: int, hosts: bool) -> str:
-    """The heading of a row: PID and CMD, or the group it stands for."""
+    """The heading of a row: PID and CMD, or the group it stands for;
+    ``width`` is what CMD (or COMM) may take."""
     h = row.hist
     host = f"HOST: {row.host}  " if hosts and row.host else ""
     if h.pid is None and h.comm == b"":  # grouped by host
@@ -196,7 +237,7 @@ def _who(row: Row, width: int, hosts: bool) -> str:
         return f" COMM: {cut(safe_text(h.comm), width)}"
     if h.pid is None:  # grouped by comm
         return f" COMM: {cut(safe_text(h.comm), width)}  ({_processes(row.members)})"
-    return f" {host}PID: {h.pid:<7} CMD: {cut(row.shown_cmd, width - len(host))}"
+    return f" {host}PID: {h.pid:<7} CMD: {cut_cmd(row.shown_cmd, width - len(host))}"
 
 
 def summary_line(row: Row) -> str:
@@ -208,43 +249,67 @@ def summary_line(row: Row) -> str:
     return text
 
 
-def _dist_block(row: Row, stamp: str | None, hosts: bool) -> str:
+def _next_edge(hi: int) -> int:
+    """The upper edge of the power-of-two bucket that starts at ``hi``."""
+    return 1 if hi == 0 else 2 * hi
+
+
+def with_zero_rows(buckets: Sequence[Bucket]) -> list[Bucket]:
+    """The buckets with the empty power-of-two buckets between them filled
+    in, as bpftrace prints a histogram: a merge of processes (--group-by,
+    several hosts) has gaps where none of them wrote."""
+    out: list[Bucket] = []
+    for b in buckets:
+        if out and out[-1].hi is not None and b.lo is not None:
+            lo = out[-1].hi
+            fill: list[Bucket] = []
+            while lo < b.lo and len(fill) < 70:
+                fill.append(Bucket(lo, _next_edge(lo), 0))
+                lo = _next_edge(lo)
+            if lo == b.lo:  # a gap in the power-of-two sequence: filled
+                out += fill
+        out.append(b)
+    return out
+
+
+def _dist_block(row: Row, stamp: str | None, hosts: bool, width: int) -> str:
     h = row.hist
     total = h.writes or 1
     when = f"{stamp} " if stamp else ""
-    lines = [when + _who(row, CMD_WIDTH - len(when), hosts), summary_line(row), "",
+    lines = [when + _who(row, width - _WHO_WIDTH - len(when), hosts), summary_line(row), "",
              f"{'value':>16}  {' Distribution '.center(BAR_WIDTH, '-')} count"]
-    for b in h.buckets:
+    for b in with_zero_rows(h.buckets):
         bar = "@" * int(b.count * BAR_WIDTH / total + 0.5)
         lines.append(f"{_value(b):>16} |{bar:<{BAR_WIDTH}} {b.count}")
     return "\n".join(lines) + "\n"
 
 
-def render_dist(rows: Sequence[Row], stamp: str | None = None) -> str:
+def render_dist(rows: Sequence[Row], stamp: str | None = None, width: int = WIDTH) -> str:
     hosts = _many_hosts(rows)
-    return "\n".join(_dist_block(r, stamp, hosts) for r in rows)
+    return "\n".join(_dist_block(r, stamp, hosts, width) for r in rows)
 
 
 # --------------------------------------------------------------------------
 # table
 
 
-def _fit_table(heads: list[str], body: list[list], cmd_col: int, align: list[str]) -> str:
-    """tabulate, with the CMD column cut so that lines fit 80 columns."""
+def _fit_table(heads: list[str], body: list[list], cmd_col: int, align: list[str],
+               width: int) -> str:
+    """tabulate, with the CMD column cut so that lines fit ``width`` columns."""
     # Imported here: tabulate takes 50 ms to import and only tables need it.
     from tabulate import tabulate
 
     # tabulate pads a column to at least its header plus 2.
     others = sum(max([len(str(h)) + 2] + [len(str(r[i])) for r in body])
                  for i, h in enumerate(heads) if i != cmd_col)
-    width = max(8, 80 - others - 2 * (len(heads) - 1))
+    room = max(8, width - others - 2 * (len(heads) - 1))
     for r in body:
-        r[cmd_col] = cut(r[cmd_col], width)
+        r[cmd_col] = cut_cmd(r[cmd_col], room)
     return tabulate(body, headers=heads, tablefmt="simple", colalign=align,
                     disable_numparse=True) + "\n"
 
 
-def render_table(rows: Sequence[Row], stamp: str | None = None) -> str:
+def render_table(rows: Sequence[Row], stamp: str | None = None, width: int = WIDTH) -> str:
     hosts = _many_hosts(rows)
 
     def who(r: Row) -> list:
@@ -259,7 +324,8 @@ def render_table(rows: Sequence[Row], stamp: str | None = None) -> str:
     cmd_col = len(heads) - 1
     align = ["left"] * (len(heads) - 2) + ["right", "left"]
     body = [who(r) + [_value(b), b.count] for r in rows for b in r.hist.buckets if b.count]
-    text = _fit_table(heads + ["value", "count"], body, cmd_col, align + ["right", "right"])
+    text = _fit_table(heads + ["value", "count"], body, cmd_col, align + ["right", "right"],
+                      width)
     with_bytes = any(r.bytes is not None for r in rows)
     # The summary has more columns: -T's time, already on every row above,
     # is left out where it would squeeze CMD.
@@ -270,7 +336,7 @@ def render_table(rows: Sequence[Row], stamp: str | None = None) -> str:
                + ([r.bytes if r.bytes is not None else "-"] if with_bytes else []) for r in rows]
     text += "\n" + _fit_table(heads + ["writes", "p50", "p99"] + (["bytes"] if with_bytes else []),
                               summary, cmd_col, align + ["right", "left", "left"]
-                              + (["right"] if with_bytes else []))
+                              + (["right"] if with_bytes else []), width)
     return text
 
 
@@ -487,6 +553,7 @@ class Options:
     top: int | None = None
     group_by: str = "pid"
     timestamp: bool = False  # -T: the time on every line where it fits
+    width: int = WIDTH  # columns of dist and table (the terminal's, when stdout is one)
 
 
 @dataclass(frozen=True)
@@ -560,8 +627,14 @@ class Series:
             text += ("\n" if self.count > 1 else "") + f"{stamp or f'interval {self.count}'}\n"
         if not ordered and o.fmt in ("dist", "table"):
             return text + "(no TCP writes traced)\n"
-        return text + render(o.fmt, ordered, doc, stamp if o.timestamp else None,
-                             header=self.count == 1)
+        return text + render(o.fmt, ordered, doc, self._line_stamp(stamp),
+                             header=self.count == 1, width=o.width)
+
+    def _line_stamp(self, stamp: str | None) -> str | None:
+        """-T's time for each line; an interval's dist heading is its
+        time already, and gets no second one."""
+        o = self.options
+        return stamp if o.timestamp and not (self.numbered and o.fmt == "dist") else None
 
 
 # --------------------------------------------------------------------------
@@ -602,7 +675,7 @@ def read_own_json(lines: Iterable[bytes], source: str) -> list[OwnReport]:
 
 
 def render(fmt: str, rows: Sequence[Row], meta: dict | None = None,
-           stamp: str | None = None, header: bool = True) -> str:
+           stamp: str | None = None, header: bool = True, width: int = WIDTH) -> str:
     """The report in ``fmt``, rows already ordered; ``stamp`` (-T) puts the
     time on every line where it fits (JSON carries it in ``meta``);
     ``header`` is the CSV header line (once per output)."""
@@ -611,5 +684,5 @@ def render(fmt: str, rows: Sequence[Row], meta: dict | None = None,
     if fmt == "csv":
         return render_csv(rows, header, meta)
     if fmt == "table":
-        return render_table(rows, stamp)
-    return render_dist(rows, stamp)
+        return render_table(rows, stamp, width)
+    return render_dist(rows, stamp, width)

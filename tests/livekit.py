@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from tcpwdist import host, program
+from tcpwdist import host, live, program
 from tcpwdist.errors import TcpwdistError
 
 WORKLOAD = str(Path(__file__).parent / "workload.py")
@@ -141,7 +141,7 @@ def start(tracer: Tracer, *args: str) -> tuple[subprocess.Popen, str]:
         line = proc.stderr.readline()
         lines.append(line)
         assert line, b"".join(lines).decode()
-        if b"Hit Ctrl-C" in line:
+        if line.startswith(live.TRACING.encode()):
             return proc, b"".join(lines).decode()
 
 

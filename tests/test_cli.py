@@ -15,7 +15,7 @@ import pytest
 
 from conftest import (CAPTURES, ROOT, Run, buckets, capture_id, expected_buckets, folded,
                       truth_for)
-from tcpwdist import cli, host
+from tcpwdist import cli, host, live, program
 from tcpwdist.errors import ExitCode
 
 FAKE = str(Path(__file__).parent / "fake" / "bpftrace")
@@ -134,7 +134,7 @@ def start(*args: str, **env: str) -> subprocess.Popen:
 
 def wait_for_tracing(proc: subprocess.Popen) -> None:
     line = b""
-    while b"Hit Ctrl-C" not in line:
+    while not line.startswith(live.TRACING.encode()):
         line = proc.stderr.readline()
         assert line, "tcpwdist ended before tracing"
 
@@ -266,7 +266,7 @@ def test_closed_stdout_ends_interval_tracing():
 def test_auto_falls_back_when_kprobe_fails(tcpwdist, monkeypatch, mode, reason, by_name):
     # A kernel that looks as if it had kprobes, where kprobe still fails.
     monkeypatch.setattr(host, "kernel", lambda: host.Kernel(btf=False))
-    done = tcpwdist("--bpftrace", FAKE, "-d", "0.3", "-o", "json", env={"FAKE_MODE": mode})
+    done = tcpwdist("--bpftrace", FAKE, "-d", "0.3", "-o", "json", "-v", env={"FAKE_MODE": mode})
     assert done.code == 0, done.err
     assert f"not using kprobe: {reason}" in done.err
     assert "not using fentry: no kernel BTF" in done.err
@@ -275,6 +275,54 @@ def test_auto_falls_back_when_kprobe_fails(tcpwdist, monkeypatch, mode, reason, 
     # Asked for by name, the same failure ends the run.
     done = tcpwdist("--bpftrace", FAKE, "-d", "0.3", "--probe", "kprobe")
     assert done.code == by_name
+
+
+def test_until_ctrl_c_the_line_says_how_to_end():
+    req = live.Request(cli.program_options(cli.build_parser().parse_args([])))
+    assert live.tracing_line(req, "kprobe:tcp_sendmsg") == \
+        "Tracing TCP writes via kprobe:tcp_sendmsg... Hit Ctrl-C to end."
+
+
+@pytest.mark.parametrize("args,line", [
+    (("-d", "0.3"), "Tracing TCP writes via tracepoint:sock:sock_send_length for 0.3 s..."),
+    (("0.1", "2"), "Tracing TCP writes via tracepoint:sock:sock_send_length: 2 reports, "
+                   "0.1 s apart..."),
+])
+def test_one_stderr_line_before_tracing_unless_verbose(tcpwdist, monkeypatch, args, line):
+    monkeypatch.setattr(host, "kernel", lambda: host.Kernel(btf=False, kprobes=False))
+
+    def before_tracing(done: Run) -> list[str]:
+        said = done.err.splitlines()
+        assert done.code == 0 and line in said, done.err
+        return said[:said.index(line) + 1]
+
+    done = tcpwdist("--bpftrace", FAKE, "-o", "json", *args, env={"FAKE_MODE": "ok"})
+    assert before_tracing(done) == [line]
+    done = tcpwdist("--bpftrace", FAKE, "-o", "json", "-v", *args, env={"FAKE_MODE": "ok"})
+    assert before_tracing(done) == [
+        "tcpwdist: not using kprobe: this kernel has no kprobes (no kprobe PMU, no "
+        "kprobe_events in tracefs)",
+        "tcpwdist: not using fentry: no kernel BTF (/sys/kernel/btf/vmlinux)",
+        "tcpwdist: not using rawtracepoint: needs bpftrace 0.21 or later",
+        "tcpwdist: tracing with " + program.PROBE_MEANINGS["tracepoint"], line]
+
+
+def test_reports_on_a_terminal_take_its_width(tmp_path):
+    import pexpect
+    from tcpwdist import report
+    from tcpwdist.dump import Bucket, ProcessHist
+    cmd = b"/usr/bin/python3 /srv/app/server.py " + b"--flag " * 40
+    row = report.Row(ProcessHist(42, b"python3", (Bucket(1, 2, 5),)), cmd, host="h")
+    (tmp_path / "r.json").write_text(report.render_json([row], {"host": "h"}))
+    argv = ["-m", "tcpwdist", "-r", str(tmp_path / "r.json")]
+    for cols in (200, 120):
+        child = pexpect.spawn(sys.executable, argv, cwd=str(ROOT), dimensions=(24, cols),
+                              env=dict(os.environ, COLUMNS=""), timeout=60)
+        child.expect(pexpect.EOF)
+        lines = child.before.decode().splitlines()
+        assert max(len(ln) for ln in lines) == cols, lines
+    piped = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True)
+    assert max(len(ln) for ln in piped.stdout.splitlines()) == 80
 
 
 # The glue between the dump and the report ----------------------------------

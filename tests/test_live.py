@@ -60,7 +60,7 @@ def counts(out: bytes, w: Workload) -> dict[int, dict[int, int]]:
 @pytest.mark.guest
 def test_ctrl_c_reports_exact_counts(bt, tmp_path):
     w = Workload(tmp_path, "1000x23,1x7")
-    out, said = traced(bt, w)
+    out, said = traced(bt, w, args=("-v",))
     assert counts(out, w) == {w.pids[0]: {512: 23, 1: 7}}
     probe = bt.auto_probe  # auto's choice, and what it says about it
     assert f"tracing with {program.PROBE_MEANINGS[probe]}" in said
@@ -100,11 +100,14 @@ def test_sigterm_and_sighup_report_exact_counts(bt, tmp_path, sig):
 
 def test_duration_reports_exact_counts(bt, tmp_path):
     w = Workload(tmp_path, "4096x3,100x11")
-    proc, _ = start(bt, "-d", "4", "-o", "json")
+    proc, said = start(bt, "-d", "4", "-o", "json")
     w.go()
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert counts(out, w) == {w.pids[0]: {4096: 3, 64: 11}}
+    # One line before tracing, and no Ctrl-C to press: -d ends the run.
+    point = program.attach_point(bt.auto_probe, bt.version)
+    assert said == f"Tracing TCP writes via {point} for 4 s...\n"
 
 
 def _can_run(probe: str, bt: Tracer) -> bool:
@@ -128,7 +131,7 @@ def _can_run(probe: str, bt: Tracer) -> bool:
 def test_explicit_probe_counts_exactly_or_says_why_not(bt, tmp_path, probe):
     if _can_run(probe, bt):
         w = Workload(tmp_path, "70000x2,0x1,3x5")
-        out, said = traced(bt, w, args=("--probe", probe))
+        out, said = traced(bt, w, args=("--probe", probe, "-v"))
         assert counts(out, w) == {w.pids[0]: {65536: 2, 0: 1, 2: 5}}
         assert "not using" not in said
         assert f"tracing with {program.PROBE_MEANINGS[probe]}" in said

@@ -104,6 +104,61 @@ def test_dist_keeps_zero_rows_inside_the_range_and_orders_busiest_first():
     assert re.search(r"^ +2 \|@{20} +5$", text, re.M)  # half the writes: half the bar
 
 
+@pytest.mark.parametrize("cmd,width,shown", [
+    ("/usr/bin/python3 -u -X importtime /srv/app/a/very/long/path/server.py --port 8080",
+     60, ".../python3 -u -X importtime .../server.py --port 8080"),
+    ("/usr/bin/python3 -u -X importtime /srv/app/a/very/long/path/server.py --port 8080",
+     44, ".../python3 ... .../server.py --port 8080"),
+    ("/usr/lib/jvm/java-17-openjdk-amd64/bin/java -Xmx2g -XX:+UseG1GC -jar /opt/app/svc.jar",
+     40, ".../java ... .../svc.jar"),
+    ("/usr/bin/python3 tests/workload.py --comm tw-1 --sizes 1x40,4x20,3392x1", 40,
+     "/usr/bin/python3 tests/workload.py --..."),
+    ("nginx: worker process", 20, "nginx: worker pro..."),
+])
+def test_a_cut_cmd_keeps_the_program_and_its_script(cmd, width, shown):
+    assert report.cut_cmd(cmd, width) == shown
+    assert report.cut_cmd(cmd, len(cmd)) == cmd
+
+
+@settings(max_examples=300, deadline=None)
+@given(words=st.lists(st.text(st.sampled_from("ab/.-py"), min_size=1, max_size=30),
+                      min_size=1, max_size=8), width=st.integers(8, 100))
+def test_a_cut_cmd_always_fits(words, width):
+    cmd = " ".join(words)
+    shown = report.cut_cmd(cmd, width)
+    assert len(shown) <= width and (shown == cmd or len(cmd) > width)
+
+
+def test_wide_terminals_get_wide_lines():
+    cmd = b"/usr/bin/python3 /srv/app/server.py " + b"--flag " * 30
+    rows = [report.Row(hist(b"python3", (1, 5), pid=42), cmd)]
+    for fmt in ("dist", "table"):
+        wide = report.render(fmt, rows, width=200)
+        assert max(len(line) for line in wide.splitlines()) == 200, wide
+        assert max(len(line) for line in report.render(fmt, rows).splitlines()) <= 80
+
+
+def test_a_merged_dist_keeps_the_zero_rows_between_its_members():
+    rows = [report.Row(hist(b"web", (1, 3), pid=1)), report.Row(hist(b"web", (64, 2), pid=2))]
+    [merged] = report.group(rows, "comm")
+    text = report.render_dist([merged])
+    values = [int(ln.split("|")[0]) for ln in text.splitlines() if "|" in ln]
+    assert values == [1, 2, 4, 8, 16, 32, 64]
+    assert re.search(r"^ +1 \|@{24} +3$", text, re.M)
+    # A gap off the power-of-two sequence (a hand-made dump) is left alone.
+    odd = ProcessHist(3, b"odd", (Bucket(1, 2, 1), Bucket(3, 5, 1)))
+    assert [b.lo for b in report.with_zero_rows(odd.buckets)] == [1, 3]
+
+
+def test_timestamp_is_shown_once_per_interval_in_dist():
+    series = report.Series(report.Options(fmt="dist", timestamp=True), numbered=True)
+    text = series.next([report.Row(hist(b"x", (1, 5), pid=9))], "12:00:01")
+    assert text.count("12:00:01") == 1 and text.startswith("12:00:01\n")
+    table = report.Series(report.Options(fmt="table", timestamp=True), numbered=True)
+    assert table.next([report.Row(hist(b"x", (1, 5), pid=9))], "12:00:01").count(
+        "12:00:01") == 2  # the heading, and the TIME column of the one row
+
+
 def test_open_buckets_are_labelled():
     rows = [report.Row(ProcessHist(1, b"x", (Bucket(None, 0, 1), Bucket(100, None, 2))))]
     text = report.render_table(rows)
