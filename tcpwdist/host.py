@@ -169,5 +169,28 @@ def check_cgroup(path: str) -> str:
         problem = f"{path} is not a directory"
     if problem:
         raise UsageError(f"--cgroup: {problem}",
-                         hint="give a cgroup v2 directory, e.g. /sys/fs/cgroup/system.slice")
+                         hint="give a cgroup v2 directory, e.g. "
+                              "/sys/fs/cgroup/system.slice/ssh.service (systemctl status "
+                              "SERVICE names its cgroup)")
     return real
+
+
+def cgroup_warning(real: str) -> str | None:
+    """What --cgroup ``real`` will not trace, if anything: bpftrace's
+    ``cgroup`` is the cgroup a process is directly in, so the processes
+    of its child cgroups are not traced (there is no ancestor test in
+    bpftrace's language).  None for a cgroup without children."""
+    try:
+        children = sorted(e.name for e in os.scandir(real) if e.is_dir(follow_symlinks=False))
+        with open(os.path.join(real, "cgroup.procs"), "rb") as f:
+            own = len(f.read().split())
+    except OSError:
+        return None
+    if not children:
+        return None
+    what = (f"--cgroup {real}: only the processes directly in it are traced, not those "
+            f"of its {len(children)} child {'cgroup' if len(children) == 1 else 'cgroups'}")
+    if own:
+        return f"{what} (it holds {own} itself)"
+    return (f"{what}, and it holds none itself: nothing will be traced; name a child, "
+            f"e.g. {os.path.join(real, children[0])}")

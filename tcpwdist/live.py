@@ -250,6 +250,9 @@ def run(req: Request, console: Console) -> int:
     if req.program.cgroup is not None:
         req = replace(req, program=replace(req.program, cgroup=host.check_cgroup(
             req.program.cgroup)))
+        said = host.cgroup_warning(req.program.cgroup or "")
+        if said:
+            console.say(f"warning: {said}")
     if not is_root():
         raise PermissionDenied("tracing needs root (bpftrace loads BPF programs)",
                                hint="run it with sudo, or read a captured dump with -r FILE")
@@ -272,9 +275,11 @@ def run(req: Request, console: Console) -> int:
             console.say_plain(tracing_line(req, program.attach_point(
                 probe, facts.bpftrace.version)))
             start = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+            o = req.program
             meta = report.Meta(source="live", host=socket.gethostname(),
                                kernel=facts.kernel.release, bpftrace=facts.bpftrace.text,
-                               probe=probe, size=program.SIZE_MEANINGS[probe], start=start)
+                               probe=probe, size=program.SIZE_MEANINGS[probe], start=start,
+                               filters=report.filters_of(o.pids, o.comms, o.ports, o.cgroup))
             return _trace(req, flags, console, session, meta)
 
 

@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass, replace
 from typing import BinaryIO, Iterator
 
-from tcpwdist import dump, live, report
+from tcpwdist import dump, live, ownjson, report
 from tcpwdist.console import Console
 from tcpwdist.errors import DumpError, ExitCode, UsageError
 
@@ -37,9 +37,9 @@ def run(req: Request, console: Console) -> int:
     heard = [_heard(inp, console) for inp in inputs]
     warnings = tuple(w for _, ws in heard for w in ws) + _same_hosts(inputs, console)
     if len(inputs) == 1:
-        _report_one(inputs[0], req.options, warnings, console)
+        _report_one(inputs[0], req, warnings, console)
     else:
-        _report_merged(inputs, req.options, warnings, console)
+        _report_merged(inputs, req, warnings, console)
     return max(code for code, _ in heard)
 
 
@@ -83,9 +83,9 @@ def load(path: str, map_name: str | None) -> Input:
     with _opened(path, source) as f:
         chunks = dump.chunks_of(f, digest.update)
         first = next(chunks, b"")
-        if report.is_own_json(first):  # reports, a line each: read as they come
-            reports = report.read_own_json(dump.lines_of(itertools.chain([first], chunks)),
-                                           source)
+        if ownjson.is_own_json(first):  # reports, a line each: read as they come
+            reports = ownjson.read_own_json(
+                dump.lines_of(itertools.chain([first], chunks)), source)
             return Input(source, reports, None, digest=digest.hexdigest())
         feed = dump.ReportFeed()
         parsed = dump.read(itertools.chain([first], chunks), feed)
@@ -168,23 +168,30 @@ def _filtered(inp: Input, pids: tuple[int, ...], comms: tuple[str, ...]) -> Inpu
     return replace(inp, reports=reports)
 
 
-def _report_one(one: Input, options: report.Options, warnings: tuple[str, ...],
+def _report_one(one: Input, req: Request, warnings: tuple[str, ...],
                 console: Console) -> None:
     """One input: its reports in order (an interval series stays one)."""
+    options = req.options
     series = report.Series(options, report.Meta(source=one.source, warnings=warnings),
                            numbered=len(one.reports) > 1)
     for meta, rows, stamp in one.reports or [(report.Meta(), [], None)]:
         if options.group_by == "host":  # a bpftrace dump names no host: its file does
             rows = [r if r.host else replace(r, host=one.source) for r in rows]
+        meta = replace(meta, filters=report.filters_of(req.pids, req.comms,
+                                                       before=meta.filters))
         console.report(series.next(rows, stamp, meta))
 
 
-def _report_merged(inputs: list[Input], options: report.Options, warnings: tuple[str, ...],
+def _report_merged(inputs: list[Input], req: Request, warnings: tuple[str, ...],
                    console: Console) -> None:
     """Several inputs (one per host, say): one report of everything.  Rows
-    from a bpftrace dump carry no host: they are named by their file."""
+    from a bpftrace dump carry no host: they are named by their file.  The
+    inputs' own filters are kept where they all had the same."""
     merged = [r if r.host else replace(r, host=inp.source)
               for inp in inputs for _, rows, _ in inp.reports for r in rows]
-    series = report.Series(options, report.Meta(sources=tuple(i.source for i in inputs),
-                                                warnings=warnings))
+    before = [m.filters for inp in inputs for m, _, _ in inp.reports]
+    common = before[0] if before and all(f == before[0] for f in before) else None
+    series = report.Series(req.options, report.Meta(
+        sources=tuple(i.source for i in inputs), warnings=warnings,
+        filters=report.filters_of(req.pids, req.comms, before=common)))
     console.report(series.next(merged))

@@ -28,14 +28,12 @@ import csv
 import dataclasses
 import io
 import json
-import re
 import unicodedata
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Sequence
 
 from tcpwdist import dump
 from tcpwdist.dump import Bucket, ProcessHist, format_label
-from tcpwdist.errors import DumpError
 
 FORMATS = ("dist", "table", "csv", "json")
 SORTS = ("writes", "bytes", "pid", "comm")
@@ -57,6 +55,14 @@ class Row:
     host: str | None = None
     bytes: int | None = None  # total bytes written, when the program summed them
     members: int = 1  # processes merged into this row (0: a [comm] key, not known)
+    # Where CMD came from: "cmdline" (/proc/PID/cmdline, read while the
+    # process lived) or "comm" (it had exited, or the row is a dump's or a
+    # group's); None: as cmd says (cmdline if it is set).
+    cmd_source: str | None = None
+
+    @property
+    def cmd_from(self) -> str:
+        return self.cmd_source or ("cmdline" if self.cmd is not None else "comm")
 
     @property
     def shown_cmd(self) -> str:
@@ -185,10 +191,11 @@ def group(rows: Iterable[Row], by: str = "pid") -> list[Row]:
         h = r.hist
         if by == "comm":
             key: tuple = (h.comm,)
-            r = replace(r, hist=ProcessHist(None, h.comm, h.buckets), host=None, cmd=None)
+            r = replace(r, hist=ProcessHist(None, h.comm, h.buckets), host=None, cmd=None,
+                        cmd_source=None)
         elif by == "host":
             key = (r.host,)
-            r = replace(r, hist=ProcessHist(None, b"", h.buckets), cmd=None)
+            r = replace(r, hist=ProcessHist(None, b"", h.buckets), cmd=None, cmd_source=None)
         else:
             key = (r.host, h.pid, h.comm)
         old = merged.get(key)
@@ -198,7 +205,8 @@ def group(rows: Iterable[Row], by: str = "pid") -> list[Row]:
         both = None if old.bytes is None or r.bytes is None else old.bytes + r.bytes
         merged[key] = replace(old, hist=replace(old.hist, buckets=add_buckets(
             old.hist.buckets, r.hist.buckets)), bytes=both, members=old.members + r.members,
-            cmd=old.cmd if old.cmd is not None else r.cmd)
+            cmd=old.cmd if old.cmd is not None else r.cmd,
+            cmd_source=old.cmd_source if old.cmd is not None else r.cmd_source)
     return list(merged.values())
 
 
@@ -401,6 +409,7 @@ def process_json(row: Row) -> dict:
         "comm": _text(h.comm),
         "comm_hex": h.comm.hex(),
         "cmd": _text(row.cmd if row.cmd is not None else h.comm),
+        "cmd_source": row.cmd_from,
         "writes": h.writes,
         "bytes": row.bytes,
         "p50": bucket_json(percentile(h.buckets, 0.5)),
@@ -418,63 +427,6 @@ def render_json(rows: Sequence[Row], meta: dict | None = None) -> str:
     doc.update(meta or {})
     doc["processes"] = [process_json(r) for r in rows]
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n"
-
-
-def bucket_from_json(b: dict) -> Bucket:
-    lo, top = b.get("value"), b.get("max")
-    return Bucket(lo, None if top is None else top + 1, int(b["count"]))
-
-
-def _typed(value: Any, kinds: tuple[type, ...], what: str) -> Any:
-    """``value`` if it is of ``kinds`` (bool is no int here), else TypeError."""
-    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-        raise TypeError(what)
-    return value
-
-
-_NONE = type(None)
-# The fields read back, and the JSON types they may have.
-_TypeMap = dict[str, tuple[type, ...]]
-_META_TYPES: _TypeMap = {
-    "host": (str, _NONE), "kernel": (str, _NONE), "bpftrace": (str, _NONE),
-    "probe": (str, _NONE), "size": (str, _NONE), "start": (str, _NONE),
-    "duration": (int, float, _NONE), "time": (str, _NONE)}
-_PROCESS_TYPES: _TypeMap = {
-    "pid": (int, _NONE), "comm": (str,), "comm_hex": (str,), "cmd": (str, _NONE),
-    "host": (str, _NONE), "bytes": (int, _NONE), "members": (int,), "buckets": (list,)}
-_BUCKET_TYPES: _TypeMap = {"value": (int, _NONE), "max": (int, _NONE), "count": (int,)}
-
-
-def _check_types(doc: Any) -> None:
-    """TypeError unless ``doc`` has the shape of tcpwdist's own JSON."""
-    _typed(doc, (dict,), "document")
-    for key, kinds in _META_TYPES.items():
-        _typed(doc.get(key), kinds, key)
-    for p in _typed(doc["processes"], (list,), "processes"):
-        _typed(p, (dict,), "process")
-        for key, kinds in _PROCESS_TYPES.items():
-            if key in p:
-                _typed(p[key], kinds, key)
-        for b in p["buckets"]:
-            _typed(b, (dict,), "bucket")
-            for key, kinds in _BUCKET_TYPES.items():
-                if key in b:
-                    _typed(b[key], kinds, key)
-            if b.get("count", 0) < 0:
-                raise TypeError("count")
-
-
-def rows_from_json(doc: dict) -> list[Row]:
-    """Rows back from one of tcpwdist's own JSON documents."""
-    _check_types(doc)
-    rows = []
-    for p in doc["processes"]:
-        comm = bytes.fromhex(p["comm_hex"]) if "comm_hex" in p else p["comm"].encode()
-        hist = ProcessHist(p.get("pid"), comm, tuple(bucket_from_json(b) for b in p["buckets"]))
-        cmd = p.get("cmd")
-        rows.append(Row(hist, None if cmd is None or cmd == p.get("comm") else cmd.encode(),
-                        p.get("host") or doc.get("host"), p.get("bytes"), p.get("members", 1)))
-    return rows
 
 
 # --------------------------------------------------------------------------
@@ -575,6 +527,9 @@ class Meta:
     # True when bpftrace's final dump did not arrive whole and the report
     # is its last snapshot (how old: in warnings).
     partial: bool | None = None
+    # The filters that made the report (FILTER_KEYS: each a list of
+    # alternatives, the keys all required), see filters_of.
+    filters: dict[str, Any] | None = None
 
     def merged(self, other: Meta) -> Meta:
         """This meta with the fields ``other`` has."""
@@ -584,6 +539,26 @@ class Meta:
     def fields(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v
                 for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+FILTER_KEYS = ("pid", "comm", "port", "cgroup")
+
+
+def filters_of(pids: Sequence[int] = (), comms: Sequence[str] = (), ports: Sequence[int] = (),
+               cgroup: str | None = None, before: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
+    """The JSON's "filters": a process is in the report if it matches one
+    of each list given (an empty list: no filter).  ``before`` is what an
+    input report read back was filtered by already: both apply, so a list
+    in both keeps what is in both."""
+    now: dict[str, Any] = {"pid": list(pids), "comm": list(comms), "port": list(ports),
+                           "cgroup": cgroup}
+    old = before or {}
+    for key in ("pid", "comm", "port"):
+        was = old.get(key) or []
+        now[key] = [v for v in was if v in now[key]] if was and now[key] else was or now[key]
+    now["cgroup"] = now["cgroup"] or old.get("cgroup")
+    return now
 
 
 def warnings_of(said: Iterable[str]) -> tuple[str, ...]:
@@ -635,40 +610,6 @@ class Series:
         time already, and gets no second one."""
         o = self.options
         return stamp if o.timestamp and not (self.numbered and o.fmt == "dist") else None
-
-
-# --------------------------------------------------------------------------
-# tcpwdist's own JSON, read back (-r of a report, merging hosts).
-
-OWN_JSON_RE = re.compile(rb'^\s*\{"tcpwdist":')
-
-
-def is_own_json(data: bytes) -> bool:
-    return OWN_JSON_RE.match(data) is not None
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not in tcpwdist's JSON")
-
-
-OwnReport = tuple[Meta, list[Row], "str | None"]
-
-
-def read_own_json(lines: Iterable[bytes], source: str) -> list[OwnReport]:
-    """(meta, rows, time) of each document, one per line."""
-    reports = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            doc = json.loads(line, parse_constant=_no_constant)
-            rows = rows_from_json(doc)
-            meta = Meta(**{k: doc[k] for k in ("host", "kernel", "bpftrace", "probe", "size",
-                                               "start", "duration") if k in doc})
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
-            raise DumpError(f"{source}: not a tcpwdist JSON document", line=n) from None
-        reports.append((meta, rows, doc.get("time")))
-    return reports
 
 
 # --------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, assume, example, given, settings, strategies as st
 
 from conftest import CAPTURES, FIXTURES
-from tcpwdist import dump, report
+from tcpwdist import dump, ownjson, report
 from tcpwdist.errors import DumpError
 
 SETTINGS = settings(max_examples=150, deadline=None,
@@ -335,7 +335,7 @@ def test_own_json_with_any_field_wrong_is_read_or_refused(path, value):
     elif isinstance(node, list) and node:
         node[0] = value
     try:
-        for _, rows, _ in report.read_own_json([json.dumps(doc).encode()], "f"):
+        for _, rows, _ in ownjson.read_own_json([json.dumps(doc).encode()], "f"):
             for fmt in ("dist", "table", "csv", "json"):
                 report.render(fmt, rows)
     except DumpError:

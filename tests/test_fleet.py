@@ -131,3 +131,24 @@ def test_the_typed_meta_is_what_the_schema_describes():
     full = report.Meta("live", None, "h", "6.1", "bpftrace v0.17.0", "rawtracepoint",
                        "accepted", "2026-12-01T10:00:00+00:00", 1.5, ("w",), True)
     jsonschema.validate({"tcpwdist": 1, **full.fields(), "processes": []}, SCHEMA)
+
+
+def test_filters_read_back_add_to_those_of_the_input(tcpwdist, tmp_path):
+    from tcpwdist import report
+    from tcpwdist.dump import Bucket, ProcessHist
+    rows = [report.Row(ProcessHist(pid, comm, (Bucket(1, 2, 1),)), cmd_source=src)
+            for pid, comm, src in ((1, b"a", "cmdline"), (2, b"b", "comm"))]
+    filters = report.filters_of(comms=["a", "b"], ports=[443])
+    (tmp_path / "r.json").write_text(report.render_json(rows, {"filters": filters}))
+    [doc] = tcpwdist("-r", str(tmp_path / "r.json"), "-o", "json", "-c", "a").docs
+    assert doc["filters"] == {"pid": [], "comm": ["a"], "port": [443], "cgroup": None}
+    assert [(p["pid"], p["cmd_source"]) for p in doc["processes"]] == [(1, "cmdline")]
+    [doc] = tcpwdist("-r", str(tmp_path / "r.json"), "-o", "json", "-p", "2").docs
+    assert doc["filters"] == {"pid": [2], "comm": ["a", "b"], "port": [443], "cgroup": None}
+    assert [(p["pid"], p["cmd_source"]) for p in doc["processes"]] == [(2, "comm")]
+
+
+def test_a_dump_names_the_comm_as_its_cmd_source(tcpwdist):
+    [doc] = tcpwdist("-r", str(CAPTURES[0]), "-o", "json").docs
+    assert doc["processes"] and {p["cmd_source"] for p in doc["processes"]} == {"comm"}
+    assert doc["filters"] == {"pid": [], "comm": [], "port": [], "cgroup": None}

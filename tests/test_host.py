@@ -92,3 +92,17 @@ def test_cgroup_is_traced_as_it_was_checked_symlinks_resolved(monkeypatch, tmp_p
     assert f'cgroupid("{group}")' in done.out and "link" not in done.out
     with pytest.raises(UsageError, match="does not exist"):
         host.check_cgroup(str(tmp_path / "cg2" / "nope"))
+
+
+def test_a_cgroup_with_children_is_said_to_trace_only_its_own(tmp_path):
+    assert host.cgroup_warning(str(tmp_path)) is None  # no cgroup.procs: nothing to say
+    (tmp_path / "cgroup.procs").write_text("")
+    assert host.cgroup_warning(str(tmp_path)) is None  # a leaf
+    (tmp_path / "a.service").mkdir()
+    (tmp_path / "b.service").mkdir()
+    assert host.cgroup_warning(str(tmp_path)) == (
+        f"--cgroup {tmp_path}: only the processes directly in it are traced, not those of its "
+        f"2 child cgroups, and it holds none itself: nothing will be traced; name a child, "
+        f"e.g. {tmp_path / 'a.service'}")
+    (tmp_path / "cgroup.procs").write_text("12\n34\n")
+    assert host.cgroup_warning(str(tmp_path)).endswith("child cgroups (it holds 2 itself)")
