@@ -4,6 +4,7 @@
     workload.py --comm NAME --writes 1000x23,1x7 [--procs N] [--go FILE]
                 [--ipv6] [--cgroup DIR]
     workload.py --comm NAME --nonblock 65536x40 [--go FILE]
+    workload.py --comm NAME --writes 1048576x1 --sendfile
 
 Each of N processes renames itself (prctl PR_SET_NAME, so bpftrace's comm
 is NAME), connects to a loopback sink and makes each listed write with
@@ -11,6 +12,8 @@ one blocking send(2), checking that the kernel took it whole.  It prints
 one JSON line per process as soon as it is ready (pid, comm, sink port),
 and with --go waits for FILE to exist before writing, so a test can
 start tracing first.  --cgroup moves the writers into that cgroup v2.
+--sendfile makes each write one sendfile(2) of a file of that size,
+checking that the kernel sent it whole.
 
 --nonblock: one process sends each listed size on a non-blocking socket
 to a sink that reads nothing until the sends are done, so the kernel
@@ -28,6 +31,7 @@ import json
 import os
 import socket
 import sys
+import tempfile
 import threading
 import time
 
@@ -72,10 +76,19 @@ def parse_writes(text: str) -> list[tuple[int, int]]:
     return out
 
 
-def write_all(addr: tuple, writes: list[tuple[int, int]]) -> None:
+def write_all(addr: tuple, writes: list[tuple[int, int]], sendfile: bool = False) -> None:
     with socket.create_connection(addr[:2]) as s:
         for size, times in writes:
             payload = b"w" * size
+            if sendfile:
+                with tempfile.TemporaryFile() as f:
+                    f.write(payload)
+                    f.flush()
+                    for _ in range(times):
+                        sent = os.sendfile(s.fileno(), f.fileno(), 0, size)
+                        if sent != size:
+                            raise SystemExit(f"short sendfile: {sent} of {size}")
+                continue
             for _ in range(times):
                 sent = s.send(payload)
                 if sent != size:
@@ -119,6 +132,7 @@ def main() -> int:
     ap.add_argument("--cgroup", help="a cgroup v2 directory to move the writers into")
     ap.add_argument("--linger", type=float, default=0.0, help="seconds to live after writing")
     ap.add_argument("--nonblock", help="sizes to send on a non-blocking socket (see above)")
+    ap.add_argument("--sendfile", action="store_true", help="each write is one sendfile(2)")
     args = ap.parse_args()
     if args.nonblock:
         return nonblocking(args)
@@ -143,7 +157,7 @@ def main() -> int:
                 os.write(1, json.dumps({"pid": os.getpid(), "comm": args.comm,
                                         "port": addr[1], "writes": writes}).encode() + b"\n")
                 os.read(go_r, 1)  # returns at EOF: the parent said go
-                write_all(addr, writes)
+                write_all(addr, writes, args.sendfile)
                 os.write(w, b"x")
                 time.sleep(args.linger)
             finally:
