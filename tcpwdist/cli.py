@@ -34,6 +34,8 @@ examples:
   tcpwdist -P 443           # only connections on port 443 (local or remote)
   tcpwdist --cgroup /sys/fs/cgroup/system.slice/nginx.service
   tcpwdist -o json -d 5     # one JSON document, for scripts
+  tcpwdist -c nginx --small 1024 -o table -d 10   # nginx's writes under 1 KiB
+  tcpwdist -v -d 1          # which probes were not used, and why
   tcpwdist -w raw.txt       # also keep bpftrace's raw output in raw.txt
   tcpwdist -r raw.txt       # report on a captured dump (no root needed)
   tcpwdist -r web1.json -r web2.json --group-by comm   # merge hosts' reports
@@ -74,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="order of processes (default: writes, the busiest first)")
     p.add_argument("--top", metavar="N", type=_positive_int,
                    help="show only the first N processes")
+    p.add_argument("--small", metavar="N", type=_small, default=report.SMALL,
+                   help="summaries give the share of writes under N bytes (default: "
+                        f"{report.SMALL}; rounded down to a power of two, a bucket edge)")
     p.add_argument("--group-by", choices=report.GROUPS, default="pid",
                    help="one histogram per process (pid, the default), per command "
                         "name across processes and hosts (comm), or per host")
@@ -139,6 +144,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+SMALL_LIMIT = 1 << 40  # no write is a terabyte
+
+
+def _small(text: str) -> int:
+    value = _positive_int(text)
+    if value > SMALL_LIMIT:
+        raise argparse.ArgumentTypeError(f"{value} bytes is more than any write ({SMALL_LIMIT})")
+    return value
+
+
 # bpftrace allocates the whole map when it loads the program, in kernel
 # memory, and a load of tens of millions of entries can keep it busy in
 # the kernel past every timeout: 4M entries (a few hundred MB) at most.
@@ -165,7 +180,7 @@ def program_options(args: argparse.Namespace) -> program.ProgramOptions:
 
 def report_options(args: argparse.Namespace) -> report.Options:
     return report.Options(args.output, args.sort, args.top, args.group_by, args.timestamp,
-                          report_width())
+                          report_width(), report.small_edge(args.small))
 
 
 def report_width() -> int:
@@ -235,6 +250,11 @@ def show_program(args: argparse.Namespace, console: Console) -> int:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
+    edge = report.small_edge(args.small)
+    if edge != args.small and not args.program:
+        console.say(f"note: --small {args.small} is not a bucket edge: the summaries count the "
+                    f"writes under {edge} bytes (the bucket [{edge}, {2 * edge}) holds sizes on "
+                    f"both sides of {args.small})")
     if args.program:
         return show_program(args, console)
     if args.read is not None:

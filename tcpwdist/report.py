@@ -43,6 +43,7 @@ BAR_WIDTH = 40  # DTrace's quantize() bar
 # Reports fit this many columns (a terminal's width when stdout is one):
 # longer CMDs are cut, keeping the program and its script (cut_cmd).
 WIDTH = 80
+SMALL = 64  # --small: a summary says how many writes were under this many bytes
 _WHO_WIDTH = len(" PID: 1234567 CMD: ")  # dist: what comes before CMD
 
 
@@ -248,13 +249,48 @@ def _who(row: Row, width: int, hosts: bool) -> str:
     return f" {host}PID: {h.pid:<7} CMD: {cut_cmd(row.shown_cmd, width - len(host))}"
 
 
-def summary_line(row: Row) -> str:
+def small_edge(n: int) -> int:
+    """The bucket edge --small N counts under: N itself when it is one (a
+    power of two), else the edge below it (the bucket across N holds
+    writes on both sides of it)."""
+    return 1 << (n.bit_length() - 1)
+
+
+def small_writes(buckets: Sequence[Bucket], under: int) -> int:
+    """Writes in the buckets wholly under ``under`` bytes (an edge)."""
+    return sum(b.count for b in buckets if b.hi is not None and b.hi <= under)
+
+
+def _share(part: int, whole: int) -> str:
+    if not whole:
+        return "-"
+    if 0 < part < whole / 100:
+        return "<1%"
+    if part < whole < part * 100 / 99:  # not all: not 100%
+        return ">99%"
+    return f"{part / whole:.0%}"
+
+
+def small_text(row: Row, under: int) -> str:
+    """``60 (95%)``: the row's writes under ``under`` bytes, and their share."""
+    n = small_writes(row.hist.buckets, under)
+    return f"{n} ({_share(n, row.hist.writes)})"
+
+
+def summary_line(row: Row, small: int = SMALL, width: int = WIDTH) -> str:
+    """``   writes: N   p50: B   p99: B   <64: N (P%)   bytes: N``, on as
+    many lines as ``width`` needs."""
     h = row.hist
-    text = (f"   writes: {h.writes}   p50: {_label(percentile(h.buckets, 0.5))}"
-            f"   p99: {_label(percentile(h.buckets, 0.99))}")
+    parts = [f"writes: {h.writes}", f"p50: {_label(percentile(h.buckets, 0.5))}",
+             f"p99: {_label(percentile(h.buckets, 0.99))}", f"<{small}: {small_text(row, small)}"]
     if row.bytes is not None:
-        text += f"   bytes: {row.bytes}"
-    return text
+        parts.append(f"bytes: {row.bytes}")
+    lines = [""]
+    for part in parts:
+        if lines[-1] and len(lines[-1]) + 3 + len(part) > width:
+            lines.append("")
+        lines[-1] += "   " + part
+    return "\n".join(lines)
 
 
 def _next_edge(hi: int) -> int:
@@ -280,11 +316,12 @@ def with_zero_rows(buckets: Sequence[Bucket]) -> list[Bucket]:
     return out
 
 
-def _dist_block(row: Row, stamp: str | None, hosts: bool, width: int) -> str:
+def _dist_block(row: Row, stamp: str | None, hosts: bool, width: int, small: int) -> str:
     h = row.hist
     total = h.writes or 1
     when = f"{stamp} " if stamp else ""
-    lines = [when + _who(row, width - _WHO_WIDTH - len(when), hosts), summary_line(row), "",
+    lines = [when + _who(row, width - _WHO_WIDTH - len(when), hosts),
+             summary_line(row, small, width), "",
              f"{'value':>16}  {' Distribution '.center(BAR_WIDTH, '-')} count"]
     for b in with_zero_rows(h.buckets):
         bar = "@" * int(b.count * BAR_WIDTH / total + 0.5)
@@ -292,9 +329,10 @@ def _dist_block(row: Row, stamp: str | None, hosts: bool, width: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_dist(rows: Sequence[Row], stamp: str | None = None, width: int = WIDTH) -> str:
+def render_dist(rows: Sequence[Row], stamp: str | None = None, width: int = WIDTH,
+                small: int = SMALL) -> str:
     hosts = _many_hosts(rows)
-    return "\n".join(_dist_block(r, stamp, hosts, width) for r in rows)
+    return "\n".join(_dist_block(r, stamp, hosts, width, small) for r in rows)
 
 
 # --------------------------------------------------------------------------
@@ -302,22 +340,29 @@ def render_dist(rows: Sequence[Row], stamp: str | None = None, width: int = WIDT
 
 
 def _fit_table(heads: list[str], body: list[list], cmd_col: int, align: list[str],
-               width: int) -> str:
-    """tabulate, with the CMD column cut so that lines fit ``width`` columns."""
+               width: int, cmd_optional: bool = False) -> str:
+    """tabulate, with the CMD column cut so that lines fit ``width``
+    columns; left out if it is ``cmd_optional`` and too little of it would
+    fit (the summary's rows are named by PID and HOST already)."""
     # Imported here: tabulate takes 50 ms to import and only tables need it.
     from tabulate import tabulate
 
     # tabulate pads a column to at least its header plus 2.
     others = sum(max([len(str(h)) + 2] + [len(str(r[i])) for r in body])
                  for i, h in enumerate(heads) if i != cmd_col)
-    room = max(8, width - others - 2 * (len(heads) - 1))
-    for r in body:
-        r[cmd_col] = cut_cmd(r[cmd_col], room)
+    room = width - others - 2 * (len(heads) - 1)
+    if cmd_optional and room < 8:
+        heads, align = heads[:cmd_col] + heads[cmd_col + 1:], align[:cmd_col] + align[cmd_col + 1:]
+        body = [r[:cmd_col] + r[cmd_col + 1:] for r in body]
+    else:
+        for r in body:
+            r[cmd_col] = cut_cmd(r[cmd_col], max(8, room))
     return tabulate(body, headers=heads, tablefmt="simple", colalign=align,
                     disable_numparse=True) + "\n"
 
 
-def render_table(rows: Sequence[Row], stamp: str | None = None, width: int = WIDTH) -> str:
+def render_table(rows: Sequence[Row], stamp: str | None = None, width: int = WIDTH,
+                 small: int = SMALL) -> str:
     hosts = _many_hosts(rows)
 
     def who(r: Row) -> list:
@@ -340,11 +385,12 @@ def render_table(rows: Sequence[Row], stamp: str | None = None, width: int = WID
     if stamp:
         heads, cmd_col, align, stamp = heads[1:], cmd_col - 1, align[1:], None
     summary = [who(r) + [r.hist.writes, _label(percentile(r.hist.buckets, 0.5)),
-                         _label(percentile(r.hist.buckets, 0.99))]
+                         _label(percentile(r.hist.buckets, 0.99)),
+                         _share(small_writes(r.hist.buckets, small), r.hist.writes)]
                + ([r.bytes if r.bytes is not None else "-"] if with_bytes else []) for r in rows]
-    text += "\n" + _fit_table(heads + ["writes", "p50", "p99"] + (["bytes"] if with_bytes else []),
-                              summary, cmd_col, align + ["right", "left", "left"]
-                              + (["right"] if with_bytes else []), width)
+    sums = ["writes", "p50", "p99", f"<{small}"] + (["bytes"] if with_bytes else [])
+    text += "\n" + _fit_table(heads + sums, summary, cmd_col, align + ["right", "left", "left",
+                              "right"] + (["right"] if with_bytes else []), width, True)
     return text
 
 
@@ -353,7 +399,7 @@ def render_table(rows: Sequence[Row], stamp: str | None = None, width: int = WID
 
 
 CSV_COLUMNS = ["host", "interval", "time", "pid", "comm", "cmd", "value", "max", "count",
-               "writes", "p50", "p99", "bytes"]
+               "writes", "p50", "p99", "bytes", "small_under", "small_writes"]
 
 
 def _text(raw: bytes) -> str:
@@ -369,7 +415,8 @@ def _cell(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@") else text
 
 
-def render_csv(rows: Sequence[Row], header: bool = True, meta: dict | None = None) -> str:
+def render_csv(rows: Sequence[Row], header: bool = True, meta: dict | None = None,
+               small: int = SMALL) -> str:
     """One row per process and bucket; ``interval`` and ``time`` (from
     ``meta``) tell the rows of a series apart."""
     meta = meta or {}
@@ -381,11 +428,13 @@ def render_csv(rows: Sequence[Row], header: bool = True, meta: dict | None = Non
     for r in rows:
         h = r.hist
         p50, p99 = percentile(h.buckets, 0.5), percentile(h.buckets, 0.99)
+        few = small_writes(h.buckets, small)
         for b in h.buckets:
             w.writerow([_cell(r.host or ""), *when, "" if h.pid is None else h.pid,
                         _cell(safe_text(h.comm)), _cell(r.shown_cmd),
                         "" if b.lo is None else b.lo, "" if b.hi is None else b.hi - 1, b.count,
-                        h.writes, _label(p50), _label(p99), "" if r.bytes is None else r.bytes])
+                        h.writes, _label(p50), _label(p99), "" if r.bytes is None else r.bytes,
+                        small, few])
     return out.getvalue()
 
 
@@ -401,8 +450,9 @@ def bucket_json(b: Bucket | None) -> dict | None:
     return {"value": b.lo, "max": None if b.hi is None else b.hi - 1, "count": b.count}
 
 
-def process_json(row: Row) -> dict:
+def process_json(row: Row, small: int = SMALL) -> dict:
     h = row.hist
+    few = small_writes(h.buckets, small)
     doc = {
         "host": row.host,
         "pid": h.pid,
@@ -414,6 +464,8 @@ def process_json(row: Row) -> dict:
         "bytes": row.bytes,
         "p50": bucket_json(percentile(h.buckets, 0.5)),
         "p99": bucket_json(percentile(h.buckets, 0.99)),
+        "small": {"under": small, "writes": few,
+                  "share": round(few / h.writes, 4) if h.writes else None},
         "buckets": [bucket_json(b) for b in h.buckets],
     }
     if row.members > 1:
@@ -421,11 +473,11 @@ def process_json(row: Row) -> dict:
     return doc
 
 
-def render_json(rows: Sequence[Row], meta: dict | None = None) -> str:
+def render_json(rows: Sequence[Row], meta: dict | None = None, small: int = SMALL) -> str:
     """One JSON document on one line (interval reports: one per line)."""
     doc: dict = {"tcpwdist": JSON_SCHEMA_VERSION}
     doc.update(meta or {})
-    doc["processes"] = [process_json(r) for r in rows]
+    doc["processes"] = [process_json(r, small) for r in rows]
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
@@ -506,6 +558,7 @@ class Options:
     group_by: str = "pid"
     timestamp: bool = False  # -T: the time on every line where it fits
     width: int = WIDTH  # columns of dist and table (the terminal's, when stdout is one)
+    small: int = SMALL  # summaries count the writes under this many bytes (a bucket edge)
 
 
 @dataclass(frozen=True)
@@ -603,7 +656,7 @@ class Series:
         if not ordered and o.fmt in ("dist", "table"):
             return text + "(no TCP writes traced)\n"
         return text + render(o.fmt, ordered, doc, self._line_stamp(stamp),
-                             header=self.count == 1, width=o.width)
+                             header=self.count == 1, width=o.width, small=o.small)
 
     def _line_stamp(self, stamp: str | None) -> str | None:
         """-T's time for each line; an interval's dist heading is its
@@ -616,14 +669,16 @@ class Series:
 
 
 def render(fmt: str, rows: Sequence[Row], meta: dict | None = None,
-           stamp: str | None = None, header: bool = True, width: int = WIDTH) -> str:
+           stamp: str | None = None, header: bool = True, width: int = WIDTH,
+           small: int = SMALL) -> str:
     """The report in ``fmt``, rows already ordered; ``stamp`` (-T) puts the
     time on every line where it fits (JSON carries it in ``meta``);
-    ``header`` is the CSV header line (once per output)."""
+    ``header`` is the CSV header line (once per output); ``small`` the
+    bucket edge the summaries count the writes under."""
     if fmt == "json":
-        return render_json(rows, meta)
+        return render_json(rows, meta, small)
     if fmt == "csv":
-        return render_csv(rows, header, meta)
+        return render_csv(rows, header, meta, small)
     if fmt == "table":
-        return render_table(rows, stamp, width)
-    return render_dist(rows, stamp, width)
+        return render_table(rows, stamp, width, small)
+    return render_dist(rows, stamp, width, small)

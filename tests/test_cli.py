@@ -277,6 +277,20 @@ def test_auto_falls_back_when_kprobe_fails(tcpwdist, monkeypatch, mode, reason, 
     assert done.code == by_name
 
 
+def test_small_off_an_edge_is_rounded_down_and_said(tcpwdist):
+    capture = str(CAPTURES[0])
+    done = tcpwdist("-r", capture, "-o", "json", "--small", "100")
+    assert done.code == 0
+    assert ("tcpwdist: note: --small 100 is not a bucket edge: the summaries count the writes "
+            "under 64 bytes (the bucket [64, 128) holds sizes on both sides of 100)") in done.err
+    assert {p["small"]["under"] for d in done.docs for p in d["processes"]} == {64}
+    assert "not a bucket edge" not in tcpwdist("-r", capture, "--small", "128").err
+    for bad in ("0", "-3", "x", str((1 << 40) + 1)):
+        with pytest.raises(SystemExit) as exited:
+            cli.build_parser().parse_args(["--small", bad])
+        assert exited.value.code == 2
+
+
 def test_until_ctrl_c_the_line_says_how_to_end():
     req = live.Request(cli.program_options(cli.build_parser().parse_args([])))
     assert live.tracing_line(req, "kprobe:tcp_sendmsg") == \
@@ -350,7 +364,8 @@ def test_bytes_are_joined_to_their_process(tcpwdist, tmp_path):
     assert done.code == 0, done.err
     assert {p["pid"]: p["bytes"] for p in done.docs[0]["processes"]} == {100: 50, 200: 131072}
     dist = tcpwdist("--bpftrace", FAKE, "--bytes", "-d", "0.3").out
-    assert "   writes: 2   p50: [64K, 128K)   p99: [64K, 128K)   bytes: 131072" in dist
+    assert "   writes: 2   p50: [64K, 128K)   p99: [64K, 128K)   <64: 0 (0%)   bytes: 131072" \
+        in dist
 
 
 def test_sort_bytes_puts_the_most_bytes_first(tcpwdist, tmp_path):

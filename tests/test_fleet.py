@@ -45,10 +45,10 @@ def test_summary_in_every_format(tcpwdist):
     p = next(p for p in d["processes"] if p["pid"] == 23478)
     assert (p["writes"], p["p50"]["value"], p["p99"]["value"]) == (25, 1, 4194304)
     dist = tcpwdist("-r", str(BASIC)).out
-    assert "   writes: 25   p50: [1]   p99: [4M, 8M)" in dist
+    assert "   writes: 25   p50: [1]   p99: [4M, 8M)   <64: 13 (52%)" in dist
     table = tcpwdist("-r", str(BASIC), "-o", "table").out
-    assert any(line.split()[-3:] == ["25", "[1]", "[4M,"] or
-               line.endswith("25  [1]         [4M, 8M)") for line in table.splitlines())
+    assert any(line.split()[-5:] == ["25", "[1]", "[4M,", "8M)", "52%"]
+               for line in table.splitlines()), table
     rows = list(csv.DictReader(io.StringIO(tcpwdist("-r", str(BASIC), "-o", "csv")
                                            .out)))
     mine = [r for r in rows if r["pid"] == "23478"]

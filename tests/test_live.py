@@ -62,6 +62,8 @@ def test_ctrl_c_reports_exact_counts(bt, tmp_path):
     w = Workload(tmp_path, "1000x23,1x7")
     out, said = traced(bt, w, args=("-v",))
     assert counts(out, w) == {w.pids[0]: {512: 23, 1: 7}}
+    [p] = [p for p in json.loads(out)["processes"] if p["comm"] == w.comm]
+    assert p["small"] == {"under": 64, "writes": 7, "share": round(7 / 30, 4)}
     probe = bt.auto_probe  # auto's choice, and what it says about it
     assert f"tracing with {program.PROBE_MEANINGS[probe]}" in said
     assert json.loads(out)["probe"] == probe

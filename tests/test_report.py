@@ -159,6 +159,29 @@ def test_timestamp_is_shown_once_per_interval_in_dist():
         "12:00:01") == 2  # the heading, and the TIME column of the one row
 
 
+def test_small_writes_are_counted_from_the_buckets_in_every_format():
+    row = report.Row(hist(b"chatty", (1, 40), (4, 20), (16384, 3), pid=7))
+    assert [report.small_writes(row.hist.buckets, n) for n in (1, 2, 64, 32768)] == [0, 40, 60, 63]
+    assert "   <64: 60 (95%)" in report.render_dist([row])
+    assert "   <8: 60 (95%)" in report.render_dist([row], small=8)
+    assert re.search(r"^\s*7\s+chatty\s+63 .* 95%$", report.render_table([row]), re.M)
+    [p] = json.loads(report.render_json([row]))["processes"]
+    assert p["small"] == {"under": 64, "writes": 60, "share": 0.9524}
+    first = next(csv.DictReader(io.StringIO(report.render_csv([row], small=2))))
+    assert (first["small_under"], first["small_writes"]) == ("2", "40")
+
+
+@pytest.mark.parametrize("n,edge", [(1, 1), (2, 2), (63, 32), (64, 64), (100, 64), (4096, 4096)])
+def test_small_rounds_down_to_a_bucket_edge(n, edge):
+    assert report.small_edge(n) == edge
+
+
+@pytest.mark.parametrize("part,whole,shown", [(0, 5, "0%"), (1, 1000, "<1%"), (999, 1000, ">99%"),
+                                              (5, 5, "100%"), (1, 3, "33%"), (0, 0, "-")])
+def test_small_share_never_rounds_to_a_lie(part, whole, shown):
+    assert report._share(part, whole) == shown
+
+
 def test_open_buckets_are_labelled():
     rows = [report.Row(ProcessHist(1, b"x", (Bucket(None, 0, 1), Bucket(100, None, 2))))]
     text = report.render_table(rows)
