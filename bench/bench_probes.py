@@ -4,12 +4,15 @@ probe's program, and an empty program on each probe, side by side.
 
     python3 bench/bench_probes.py [--bpftrace "chroot /srv/trixie bpftrace"]
                                   [--version 0.23.2] [--rounds 8] [--seconds 1]
-                                  [--raw]
+                                  [--raw] [--probes tracepoint,rawtracepoint]
 
 Programs are tcpwdist's own (tcpwdist.program.generate) for the given
 bpftrace version; --raw adds rawtracepoint:sock_send_length (bpftrace
-0.21+), which skips the perf-event path of a classic tracepoint.  Rounds
-alternate the programs; medians with min-max.  Needs root.
+0.21+), which skips the perf-event path of a classic tracepoint.  Each
+probe that sees tcp_sendmsg's return value also runs as it was before
+tcpwdist counted the failed sends ("-without-failed": the success test in
+the predicate, no @failed), to show what that costs.  Rounds alternate
+the programs; medians with min-max.  Needs root.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ def programs(version: program.Version, probes: list[str], raw: bool) -> dict[str
     for probe in probes:
         text = program.generate(program.ProgramOptions(probe, version))
         out[probe] = text[len(program.HEADER):]
+        if program.counts_failed(probe):
+            out[f"{probe}-without-failed"] = program.generate(
+                program.ProgramOptions(probe, version, failed=False), header=False)
         out[f"empty-{probe}"] = text[len(program.HEADER):].split(" ", 1)[0].split("/")[0] + " { }\n"
     if raw:
         out["rawtracepoint"] = RAW

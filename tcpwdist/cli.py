@@ -12,7 +12,7 @@ import traceback
 from dataclasses import replace
 from typing import Sequence
 
-from tcpwdist import __version__, host, live, program, readrun, report
+from tcpwdist import __version__, host, live, program, readrun, report, shown
 from tcpwdist.console import PROG, Console, stream_is_terminal
 from tcpwdist.errors import (EXIT_CODE_MEANINGS, BpftraceMissing, ExitCode, NoProbe, TcpwdistError,
                              UsageError)
@@ -272,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TcpwdistError as exc:
         console.say(f"error: {exc}")
         for line in exc.details:
-            console.detail(report.safe_text(line.encode("utf-8", "surrogateescape")))
+            console.detail(shown.safe_text(line.encode("utf-8", "surrogateescape")))
         if args.traceback:
             traceback.print_exc()
         return int(exc.exit_code)

@@ -15,7 +15,7 @@ program's shape.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from tcpwdist import marks
@@ -39,9 +39,9 @@ PROBE_MEANINGS = {
               "the same value; needs BTF and BPF trampolines",
     "rawtracepoint": "rawtracepoint:sock_send_length (bpftrace 0.21+: the tracepoint "
                      "without its perf-event path), size = bytes tcp_sendmsg accepted; "
-                     "TCP only, failed writes not counted; needs BTF",
+                     "TCP only, failed sends counted apart (bpftrace 0.23+); needs BTF",
     "tracepoint": "tracepoint:sock:sock_send_length, size = bytes tcp_sendmsg accepted "
-                  "(its return value); TCP only, failed writes not counted",
+                  "(its return value); TCP only, failed sends counted apart (bpftrace 0.23+)",
 }
 
 #: What the size of a write is, per probe (the JSON report's "size").
@@ -102,6 +102,10 @@ class ProgramOptions:
     # print(@) once a second (the live run): the progress line's numbers,
     # and what was seen if bpftrace dies before its final dump.
     snapshots: bool = False
+    # Count the sends that failed, @failed[pid, comm] = count(), where the
+    # probe sees tcp_sendmsg's return value (the tracepoints): the test of
+    # it the predicate made moves into the body, one branch as before.
+    failed: bool = True
 
 
 def parse_version(text: str) -> Version | None:
@@ -162,6 +166,7 @@ class _Probe:
     size: str  # expression for the write size
     sock: str  # expression for the struct sock *
     needs: tuple[str, ...] = ()  # predicates the probe itself needs
+    ok: str | None = None  # the test that the send succeeded, where the probe sees it
 
 
 def _probe(probe: str, version: Version) -> _Probe:
@@ -178,13 +183,27 @@ def _probe(probe: str, version: Version) -> _Probe:
             raise UsageError("--probe rawtracepoint needs bpftrace 0.21 or later",
                              hint="use --probe tracepoint")
         return _Probe("rawtracepoint:sock_send_length", "(int32)arg1", "((struct sock *)arg0)",
-                      ("((struct sock *)arg0)->sk_protocol == 6", "(int32)arg1 >= 0"))
+                      ("((struct sock *)arg0)->sk_protocol == 6",), "(int32)arg1 >= 0")
     if probe == "tracepoint":
         # args is a pointer up to 0.18 and a struct from 0.19.
         a = "args->" if version < (0, 19, 0) else "args."
         return _Probe("tracepoint:sock:sock_send_length", f"{a}ret", f"((struct sock *){a}sk)",
-                      (f"{a}protocol == 6", f"{a}ret >= 0"))
+                      (f"{a}protocol == 6",), f"{a}ret >= 0")
     raise UsageError(f"unknown probe {probe!r}", hint="choose one of " + ", ".join(PROBES))
+
+
+# Counting the failed sends moves the predicate's success test into an
+# if/else: free from bpftrace 0.23 (BPF ns per event, BENCHMARKS.md: 160
+# vs 158 on 0.23.2, 156 vs 152 on 0.27.1), but 0.17 compiles it into
+# about 24 ns more per write (270 vs 246): there it is left out.
+FAILED_SINCE = (0, 23, 0)
+
+
+def counts_failed(probe: str, version: Version = NEWEST) -> bool:
+    """Does ``probe``'s program count the sends that failed?  Where it sees
+    tcp_sendmsg's return value (the tracepoints), with a bpftrace for
+    which that costs nothing measurable per write."""
+    return probe in ("rawtracepoint", "tracepoint") and version >= FAILED_SINCE
 
 
 def attach_point(probe: str, version: Version) -> str:
@@ -229,6 +248,9 @@ def generate(opts: ProgramOptions = ProgramOptions(), header: bool = True) -> st
     """
     probe = _probe(opts.probe, opts.version)
     preds = list(probe.needs)
+    counts = opts.failed and probe.ok is not None and counts_failed(opts.probe, opts.version)
+    if probe.ok is not None and not counts:
+        preds.append(probe.ok)
     if opts.pids:
         preds.append(_any_of([f"pid == {validate_pid(p)}" for p in opts.pids]))
     if opts.cgroup is not None:
@@ -239,11 +261,20 @@ def generate(opts: ProgramOptions = ProgramOptions(), header: bool = True) -> st
         preds.append("(" + " || ".join(_port_test(probe.sock, validate_port(p))
                                        for p in opts.ports) + ")")
     predicate = f" /{' && '.join(preds)}/" if preds else ""
-    # The canonical map stays exactly as it is; --bytes adds a second one
-    # (a second map update per write: see BENCHMARKS.md for its cost).
-    extra = f" @bytes[pid, comm] = sum({probe.size});" if opts.bytes else ""
     return (f"{HEADER if header else ''}{probe.point}{predicate} "
-            f"{{ @[pid, comm] = hist({probe.size});{extra} }}\n" + _periodic(opts))
+            f"{{ {_action(probe, opts.bytes, counts)} }}\n"
+            + _periodic(replace(opts, failed=counts)))
+
+
+def _action(probe: _Probe, with_bytes: bool, counts_failed: bool) -> str:
+    """The per-write statements.  The canonical map stays exactly as it
+    is; --bytes adds a second one (a second map update per write: see
+    BENCHMARKS.md for its cost); failed sends go to @failed."""
+    extra = f" @bytes[pid, comm] = sum({probe.size});" if with_bytes else ""
+    action = f"@[pid, comm] = hist({probe.size});{extra}"
+    if counts_failed:
+        action = f"if ({probe.ok}) {{ {action} }} else {{ @failed[pid, comm] = count(); }}"
+    return action
 
 
 def _periodic(opts: ProgramOptions) -> str:
@@ -252,7 +283,7 @@ def _periodic(opts: ProgramOptions) -> str:
     next one, not lost.  The mark after each tells the reader what it
     was; the END probe's, that what follows is the final dump, even a
     mark that lands inside it."""
-    also = " print(@bytes);" if opts.bytes else ""
+    also = (" print(@bytes);" if opts.bytes else "") + (" print(@failed);" if opts.failed else "")
     if opts.interval is not None:
         ms = round(validate_interval(opts.interval) * 1000)
         every, kind = (f"s:{ms // 1000}" if ms % 1000 == 0 else f"ms:{ms}"), marks.TOTAL

@@ -28,12 +28,12 @@ import csv
 import dataclasses
 import io
 import json
-import unicodedata
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Sequence
 
 from tcpwdist import dump
 from tcpwdist.dump import Bucket, ProcessHist, format_label
+from tcpwdist.shown import cut, cut_cmd, safe_str, safe_text
 
 FORMATS = ("dist", "table", "csv", "json")
 SORTS = ("writes", "bytes", "pid", "comm")
@@ -60,6 +60,7 @@ class Row:
     # process lived) or "comm" (it had exited, or the row is a dump's or a
     # group's); None: as cmd says (cmdline if it is set).
     cmd_source: str | None = None
+    failed: int | None = None  # sends that failed, where the probe saw them (None: not seen)
 
     @property
     def cmd_from(self) -> str:
@@ -68,77 +69,6 @@ class Row:
     @property
     def shown_cmd(self) -> str:
         return safe_text(self.cmd if self.cmd is not None else self.hist.comm)
-
-
-_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
-
-
-def safe_text(raw: bytes) -> str:
-    """Bytes -> text that is safe on a terminal, keeping printable UTF-8.
-
-    Control and format characters (ESC, bidi overrides, ...) and bytes that
-    are not UTF-8 become ``\\xNN``/``\\uNNNN`` escapes; a backslash doubles
-    so the escapes stay unambiguous.
-    """
-    out = []
-    for ch in raw.decode("utf-8", "surrogateescape"):
-        code = ord(ch)
-        if ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif 0xDC80 <= code <= 0xDCFF:  # an undecodable byte
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp", "Co", "Cn"):
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def _shown(text: str) -> str:
-    """Text from an input file, safe on a terminal (see safe_text)."""
-    return safe_text(text.encode("utf-8", "surrogateescape"))
-
-
-def cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def _base(word: str) -> str:
-    return word if "/" not in word.rstrip("/") else ".../" + word.rstrip("/").rsplit("/", 1)[1]
-
-
-_SCRIPT_SUFFIXES = (".py", ".js", ".mjs", ".cjs", ".ts", ".rb", ".pl", ".php", ".lua", ".sh",
-                    ".jar", ".war")
-
-
-def _script_at(words: Sequence[str]) -> int | None:
-    """Where the script is among a command line's words: the first with a
-    script's suffix ("-X importtime" is an option's argument), else the
-    first argument that is not an option."""
-    args = list(enumerate(words))[1:]
-    return next((i for i, w in args if w.endswith(_SCRIPT_SUFFIXES)),
-                next((i for i, w in args if w and not w.startswith("-")), None))
-
-
-def cut_cmd(text: str, width: int) -> str:
-    """A command line cut to ``width``, keeping what names the process:
-    the program and its script (or first argument, see _script_at).  The
-    options between them are elided first, then the arguments after, then
-    the two words' directories: ``python3 ... /srv/app/server.py ...``."""
-    if len(text) <= width:
-        return text
-    words = text.split(" ")
-    at = _script_at(words)
-    if at is None:
-        return cut(text, width)
-    program, script, after = words[0], words[at], " ".join(words[at + 1:])
-    middles = [" ".join(words[1:at]), "..."] if at > 1 else [""]
-    for prog, scr in ((program, script), (_base(program), _base(script))):
-        for middle in middles:
-            head = " ".join(w for w in (prog, middle, scr) if w)
-            if len(head) + (5 if after else 0) <= width:
-                return cut(f"{head} {after}" if after else head, width)
-    return cut(text, width)
 
 
 # --------------------------------------------------------------------------
@@ -204,8 +134,10 @@ def group(rows: Iterable[Row], by: str = "pid") -> list[Row]:
             merged[key] = r
             continue
         both = None if old.bytes is None or r.bytes is None else old.bytes + r.bytes
+        failed = None if old.failed is None or r.failed is None else old.failed + r.failed
         merged[key] = replace(old, hist=replace(old.hist, buckets=add_buckets(
-            old.hist.buckets, r.hist.buckets)), bytes=both, members=old.members + r.members,
+            old.hist.buckets, r.hist.buckets)), bytes=both, failed=failed,
+            members=old.members + r.members,
             cmd=old.cmd if old.cmd is not None else r.cmd,
             cmd_source=old.cmd_source if old.cmd is not None else r.cmd_source)
     return list(merged.values())
@@ -283,6 +215,8 @@ def summary_line(row: Row, small: int = SMALL, width: int = WIDTH) -> str:
     h = row.hist
     parts = [f"writes: {h.writes}", f"p50: {_label(percentile(h.buckets, 0.5))}",
              f"p99: {_label(percentile(h.buckets, 0.99))}", f"<{small}: {small_text(row, small)}"]
+    if row.failed is not None:
+        parts.append(f"failed: {row.failed}")
     if row.bytes is not None:
         parts.append(f"bytes: {row.bytes}")
     lines = [""]
@@ -379,19 +313,31 @@ def render_table(rows: Sequence[Row], stamp: str | None = None, width: int = WID
     body = [who(r) + [_value(b), b.count] for r in rows for b in r.hist.buckets if b.count]
     text = _fit_table(heads + ["value", "count"], body, cmd_col, align + ["right", "right"],
                       width)
-    with_bytes = any(r.bytes is not None for r in rows)
     # The summary has more columns: -T's time, already on every row above,
     # is left out where it would squeeze CMD.
     if stamp:
         heads, cmd_col, align, stamp = heads[1:], cmd_col - 1, align[1:], None
-    summary = [who(r) + [r.hist.writes, _label(percentile(r.hist.buckets, 0.5)),
-                         _label(percentile(r.hist.buckets, 0.99)),
-                         _share(small_writes(r.hist.buckets, small), r.hist.writes)]
-               + ([r.bytes if r.bytes is not None else "-"] if with_bytes else []) for r in rows]
-    sums = ["writes", "p50", "p99", f"<{small}"] + (["bytes"] if with_bytes else [])
-    text += "\n" + _fit_table(heads + sums, summary, cmd_col, align + ["right", "left", "left",
-                              "right"] + (["right"] if with_bytes else []), width, True)
+    sums = _summary_columns(rows, small)
+    summary = [who(r) + [cell(r) for _, _, cell in sums] for r in rows]
+    text += "\n" + _fit_table(heads + [h for h, _, _ in sums], summary, cmd_col,
+                              align + [a for _, a, _ in sums], width, True)
     return text
+
+
+def _summary_columns(rows: Sequence[Row], small: int) -> list[tuple[str, str, Any]]:
+    """The table summary's columns after CMD: (heading, alignment, cell);
+    failed and bytes only when some row has them."""
+    cols: list[tuple[str, str, Any]] = [
+        ("writes", "right", lambda r: r.hist.writes),
+        ("p50", "left", lambda r: _label(percentile(r.hist.buckets, 0.5))),
+        ("p99", "left", lambda r: _label(percentile(r.hist.buckets, 0.99))),
+        (f"<{small}", "right",
+         lambda r: _share(small_writes(r.hist.buckets, small), r.hist.writes))]
+    if any(r.failed is not None for r in rows):
+        cols.append(("failed", "right", lambda r: "-" if r.failed is None else r.failed))
+    if any(r.bytes is not None for r in rows):
+        cols.append(("bytes", "right", lambda r: "-" if r.bytes is None else r.bytes))
+    return cols
 
 
 # --------------------------------------------------------------------------
@@ -399,7 +345,7 @@ def render_table(rows: Sequence[Row], stamp: str | None = None, width: int = WID
 
 
 CSV_COLUMNS = ["host", "interval", "time", "pid", "comm", "cmd", "value", "max", "count",
-               "writes", "p50", "p99", "bytes", "small_under", "small_writes"]
+               "writes", "p50", "p99", "bytes", "small_under", "small_writes", "failed"]
 
 
 def _text(raw: bytes) -> str:
@@ -434,7 +380,7 @@ def render_csv(rows: Sequence[Row], header: bool = True, meta: dict | None = Non
                         _cell(safe_text(h.comm)), _cell(r.shown_cmd),
                         "" if b.lo is None else b.lo, "" if b.hi is None else b.hi - 1, b.count,
                         h.writes, _label(p50), _label(p99), "" if r.bytes is None else r.bytes,
-                        small, few])
+                        small, few, "" if r.failed is None else r.failed])
     return out.getvalue()
 
 
@@ -461,6 +407,7 @@ def process_json(row: Row, small: int = SMALL) -> dict:
         "cmd": _text(row.cmd if row.cmd is not None else h.comm),
         "cmd_source": row.cmd_from,
         "writes": h.writes,
+        "failed": row.failed,
         "bytes": row.bytes,
         "p50": bucket_json(percentile(h.buckets, 0.5)),
         "p99": bucket_json(percentile(h.buckets, 0.99)),
@@ -485,23 +432,41 @@ def render_json(rows: Sequence[Row], meta: dict | None = None, small: int = SMAL
 # From a parsed dump to rows, and what the dump says besides.
 
 
+def _values(snap: dump.Snapshot, name: str) -> dict[tuple[int, bytes], int] | None:
+    """A [pid, comm] keyed count or sum map's values; None if it is not there."""
+    m = snap.get(name)
+    if m is None:
+        return None
+    values = {}
+    for e in m.entries:
+        pc = dump.pid_comm(e.key, m.sep)
+        if pc is not None and isinstance(e, dump.ValueEntry) and e.value.lstrip("-").isdigit():
+            values[pc] = int(e.value)
+    return values
+
+
 def rows_of(snap: dump.Snapshot, name: str, host: str | None = None,
-            shape: str = dump.PID_COMM) -> list[Row]:
+            shape: str = dump.PID_COMM, failed_counted: bool = False) -> list[Row]:
     """The rows of map ``name`` in one snapshot, each with its total bytes
-    when the program also summed them (``@bytes[pid, comm] = sum(size)``).
-    A map keyed by [comm] gives one row per comm (members 0: how many
-    processes it holds is not known)."""
+    when the program also summed them (``@bytes[pid, comm] = sum(size)``)
+    and its failed sends when it counted them (``@failed[pid, comm] =
+    count()``; ``failed_counted``: the program did, so no @failed is none
+    failed: bpftrace prints nothing of an empty map).  A process whose
+    every send failed is a row without buckets.  A map keyed by [comm]
+    gives one row per comm (members 0: how many processes it holds is not
+    known)."""
     if shape == dump.COMM:
         return [Row(h, None, host, None, 0) for h in dump.processes(snap, name, shape)]
-    totals: dict[tuple[int, bytes], int] = {}
-    sums = snap.get("@bytes")
-    if sums is not None:
-        for e in sums.entries:
-            pc = dump.pid_comm(e.key, sums.sep)
-            if pc is not None and isinstance(e, dump.ValueEntry) and e.value.lstrip("-").isdigit():
-                totals[pc] = int(e.value)
-    return [Row(h, None, host, totals.get((h.pid, h.comm)) if h.pid is not None else None)
-            for h in dump.processes(snap, name, shape)]
+    totals = _values(snap, "@bytes") or {}
+    failed = _values(snap, "@failed")
+    if failed is None and failed_counted:
+        failed = {}
+    hists = dump.processes(snap, name, shape)
+    seen = {(h.pid, h.comm) for h in hists}
+    hists += [ProcessHist(pid, comm, ()) for pid, comm in (failed or {}) if (pid, comm) not in seen]
+    return [Row(h, None, host, totals.get((h.pid, h.comm)) if h.pid is not None else None,
+                failed=None if failed is None or h.pid is None else failed.get((h.pid, h.comm), 0))
+            for h in hists]
 
 
 def map_full_warning(max_keys: int | None, dropped: int = 0) -> str:
@@ -642,8 +607,8 @@ class Series:
         if o.fmt != "json":
             # Hosts and times may come from files (-r): shown escaped, as
             # comms are; the JSON keeps them exact.
-            ordered = [replace(r, host=_shown(r.host)) if r.host else r for r in ordered]
-            stamp = _shown(stamp) if stamp else stamp
+            ordered = [replace(r, host=safe_str(r.host)) if r.host else r for r in ordered]
+            stamp = safe_str(stamp) if stamp else stamp
         if stamp:
             doc["time"] = stamp
         if self.numbered:

@@ -12,7 +12,7 @@ from conftest import ROOT
 PACKAGE = ROOT / "tcpwdist"
 MODULES = sorted(PACKAGE.glob("*.py"))
 # The pure core: nothing from the edge (processes, pty, /proc, signals).
-PURE = {"program", "dump", "textdump", "jsondump", "report", "errors", "marks", "scan"}
+PURE = {"program", "dump", "textdump", "jsondump", "report", "shown", "errors", "marks", "scan"}
 EDGE_LIBRARIES = {"pexpect": "trace", "pyparsing": "textdump", "tabulate": "report"}
 
 

@@ -397,6 +397,12 @@ def test_kprobe_counts_sizes_asked_the_tracepoint_sizes_accepted(bt, tmp_path, c
         assert any(r < 0 for _, r in sends) and any(0 <= r < s for s, r in sends), sends
         want = asked if probe in ("kprobe", "fentry") else accepted
         assert got == {pid: want}, (probe, sends)
+        # The tracepoints see each send's result: the failed ones are
+        # counted apart, exactly the writer's own tally of EAGAIN.
+        [p] = [p for d in docs_of(out) for p in d["processes"] if p["comm"] == name]
+        refused = sum(r < 0 for _, r in sends)
+        seen = program.counts_failed(probe, bt.version)  # 0.23+: free, so counted
+        assert p["failed"] == (refused if seen else None), probe
         ran.append(probe)
         with capsys.disabled():
             print(f"\n{bt.text}, {probe}: {sum(want.values())} writes counted of "

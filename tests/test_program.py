@@ -182,12 +182,31 @@ def test_installed_bpftrace_compiles_every_variant(probe, tmp_path):
     assert 'comm == "\\"}END{exit()}\\\\"' in path.read_text()
 
 
+@pytest.mark.parametrize("probe", program.PROBES)
+def test_failed_sends_are_counted_where_the_probe_sees_them(probe):
+    text = body(program.ProgramOptions(probe, (0, 23, 0), snapshots=True))
+    if not program.counts_failed(probe):  # kprobe, fentry: no return value, no @failed
+        assert "@failed" not in text
+        return
+    per_write = text.splitlines()[0]
+    ok = "(int32)arg1 >= 0" if probe == "rawtracepoint" else "args.ret >= 0"
+    # The success test the predicate made is the body's one branch now.
+    assert ok not in per_write.split("{", 1)[0]
+    assert per_write.endswith(f"{{ if ({ok}) {{ @[pid, comm] = hist({ok[:-5]}); }} "
+                              "else { @failed[pid, comm] = count(); } }")
+    assert "print(@failed);" in text
+    opted_out = body(program.ProgramOptions(probe, (0, 23, 0), failed=False))
+    assert f"&& {ok}/ {{ @[pid, comm] = hist({ok[:-5]}); }}" in opted_out
+    if probe == "tracepoint":  # 0.17 compiles the if/else into ~24 ns a write: not there
+        assert "@failed" not in body(program.ProgramOptions(probe, (0, 17, 0)))
+
+
 def test_snapshots_run_once_a_second_not_per_write_and_nothing_is_cleared():
     text = body(program.ProgramOptions("tracepoint", snapshots=True))
     per_write, snapshot, final = text.splitlines()
     assert per_write == body(program.ProgramOptions("tracepoint")).strip()
-    assert snapshot == ('interval:s:1 { print(@); printf("tcpwdist-snapshot %s\\n", '
-                        'strftime("%H:%M:%S.%f", nsecs)); }')
+    assert snapshot == ('interval:s:1 { print(@); print(@failed); printf("tcpwdist-snapshot '
+                        '%s\\n", strftime("%H:%M:%S.%f", nsecs)); }')
     # Printed before the final dump: a mark after it is inside that dump.
     assert final == 'END { printf("tcpwdist-final %s\\n", strftime("%H:%M:%S.%f", nsecs)); }'
     # An interval run's totals are its snapshots; bpftrace before 0.16 has

@@ -15,6 +15,7 @@ from hypothesis import given, settings, strategies as st
 
 from conftest import CAPTURES, capture_id
 from tcpwdist import dump, report
+from tcpwdist.shown import cut_cmd, safe_text
 from tcpwdist.dump import Bucket, ProcessHist
 
 GOLDEN = Path(__file__).parent / "golden" / "reports"
@@ -69,8 +70,8 @@ def hist(comm: bytes, *counts: tuple[int, int], pid: int = 1) -> ProcessHist:
     ("c1\u009bcsi".encode(), "c1\\x9bcsi"),
 ])
 def test_safe_text(raw, shown):
-    assert report.safe_text(raw) == shown
-    assert all(ch.isprintable() for ch in report.safe_text(raw))
+    assert safe_text(raw) == shown
+    assert all(ch.isprintable() for ch in safe_text(raw))
 
 
 def test_no_raw_control_bytes_reach_the_terminal():
@@ -116,8 +117,8 @@ def test_dist_keeps_zero_rows_inside_the_range_and_orders_busiest_first():
     ("nginx: worker process", 20, "nginx: worker pro..."),
 ])
 def test_a_cut_cmd_keeps_the_program_and_its_script(cmd, width, shown):
-    assert report.cut_cmd(cmd, width) == shown
-    assert report.cut_cmd(cmd, len(cmd)) == cmd
+    assert cut_cmd(cmd, width) == shown
+    assert cut_cmd(cmd, len(cmd)) == cmd
 
 
 @settings(max_examples=300, deadline=None)
@@ -125,7 +126,7 @@ def test_a_cut_cmd_keeps_the_program_and_its_script(cmd, width, shown):
                       min_size=1, max_size=8), width=st.integers(8, 100))
 def test_a_cut_cmd_always_fits(words, width):
     cmd = " ".join(words)
-    shown = report.cut_cmd(cmd, width)
+    shown = cut_cmd(cmd, width)
     assert len(shown) <= width and (shown == cmd or len(cmd) > width)
 
 
@@ -180,6 +181,31 @@ def test_small_rounds_down_to_a_bucket_edge(n, edge):
                                               (5, 5, "100%"), (1, 3, "33%"), (0, 0, "-")])
 def test_small_share_never_rounds_to_a_lie(part, whole, shown):
     assert report._share(part, whole) == shown
+
+
+FAILED_DUMP = """\
+@[100, busy]:
+[1]                   50 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|
+
+@failed[100, busy]: 7
+@failed[200, stalled]: 3
+"""
+
+
+def test_failed_sends_are_reported_and_a_process_with_only_failures_too():
+    [snap] = dump.parse(FAILED_DUMP).snapshots
+    rows = report.rows_of(snap, "@")
+    assert [(r.hist.pid, r.hist.writes, r.failed) for r in rows] == [(100, 50, 7), (200, 0, 3)]
+    assert "   <64: 50 (100%)   failed: 7" in report.render_dist(rows)
+    assert "   writes: 0   p50: -   p99: -   <64: 0 (-)   failed: 3" in report.render_dist(rows)
+    assert [p["failed"] for p in json.loads(report.render_json(rows))["processes"]] == [7, 3]
+    [merged] = report.group(rows, "host")
+    assert merged.failed == 10
+    # A dump without @failed: not counted (null), unless the program counted
+    # them, which prints nothing of an empty map: none failed.
+    [plain] = dump.parse(FAILED_DUMP.split("@failed")[0]).snapshots
+    assert [r.failed for r in report.rows_of(plain, "@")] == [None]
+    assert [r.failed for r in report.rows_of(plain, "@", failed_counted=True)] == [0]
 
 
 def test_open_buckets_are_labelled():
