@@ -11,7 +11,8 @@ bpftrace version; --raw adds rawtracepoint:sock_send_length (bpftrace
 0.21+), which skips the perf-event path of a classic tracepoint.  Each
 probe that sees tcp_sendmsg's return value also runs as it was before
 tcpwdist counted the failed sends ("-without-failed": the success test in
-the predicate, no @failed), to show what that costs.  Rounds alternate
+the predicate, no @failed), to show what that costs, and each probe with
+--spliced ("-spliced").  Rounds alternate
 the programs; medians with min-max.  Needs root.
 """
 
@@ -43,7 +44,9 @@ def programs(version: program.Version, probes: list[str], raw: bool) -> dict[str
     for probe in probes:
         text = program.generate(program.ProgramOptions(probe, version))
         out[probe] = text[len(program.HEADER):]
-        if program.counts_failed(probe):
+        out[f"{probe}-spliced"] = program.generate(
+            program.ProgramOptions(probe, version, spliced=True), header=False)
+        if program.counts_failed(probe, version):
             out[f"{probe}-without-failed"] = program.generate(
                 program.ProgramOptions(probe, version, failed=False), header=False)
         out[f"empty-{probe}"] = text[len(program.HEADER):].split(" ", 1)[0].split("/")[0] + " { }\n"

@@ -97,6 +97,7 @@ class Reporter:
         self.cmdlines = cmdlines
         self.max_keys = max_keys
         self.failed_counted = False  # the program counts failed sends (@failed)
+        self.spliced_counted = False  # --spliced: it counts spliced writes (@spliced)
         self.missing_cmd: set[int] = set()  # pids shown by their comm
         self._clock = time.monotonic()  # when the current report's period began
 
@@ -113,7 +114,8 @@ class Reporter:
 
     def snapshot(self, snap: dump.Snapshot, stamp: str | None,
                  warnings: tuple[str, ...] = (), partial: bool | None = None) -> None:
-        rows = report.rows_of(snap, "@", self.hostname, failed_counted=self.failed_counted)
+        rows = report.rows_of(snap, "@", self.hostname, failed_counted=self.failed_counted,
+                              spliced_counted=self.spliced_counted)
         cmds = self.cmdlines(sorted({r.hist.pid for r in rows if r.hist.pid is not None}))
         self.missing_cmd.update(r.hist.pid for r in rows
                                 if r.hist.pid is not None and r.hist.pid not in cmds)
@@ -380,6 +382,7 @@ def _trace(req: Request, flags: Flags, console: Console, session: trace.Session,
     series = report.Series(req.report, meta, numbered=req.program.interval is not None)
     reporter = Reporter(series, console, meta.host or "", recorder.finish, req.max_keys)
     reporter.failed_counted = failed_counted
+    reporter.spliced_counted = req.program.spliced
     interval = (IntervalFeed(session, reporter, req.count, flags)
                 if req.program.interval is not None else None)
     snapshots = SnapshotFeed(session, console, _progress_wanted(req, console), req.duration)

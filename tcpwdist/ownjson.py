@@ -33,7 +33,7 @@ _META_TYPES: _TypeMap = {
     "duration": (int, float, _NONE), "time": (str, _NONE), "filters": (dict, _NONE)}
 _PROCESS_TYPES: _TypeMap = {
     "pid": (int, _NONE), "comm": (str,), "comm_hex": (str,), "cmd": (str, _NONE),
-    "cmd_source": (str, _NONE), "failed": (int, _NONE),
+    "cmd_source": (str, _NONE), "failed": (int, _NONE), "spliced": (int, _NONE),
     "host": (str, _NONE), "bytes": (int, _NONE), "members": (int,), "buckets": (list,)}
 _BUCKET_TYPES: _TypeMap = {"value": (int, _NONE), "max": (int, _NONE), "count": (int,)}
 
@@ -69,7 +69,9 @@ def rows_from_json(doc: dict) -> list[Row]:
         cmd = p.get("cmd")
         rows.append(Row(hist, None if cmd is None or cmd == p.get("comm") else cmd.encode(),
                         p.get("host") or doc.get("host"), p.get("bytes"), p.get("members", 1),
-                        p.get("cmd_source"), p.get("failed")))
+                        p.get("cmd_source"), p.get("failed"), p.get("spliced"),
+                        tuple(bucket_from_json(b) for b in
+                              (p.get("splice_calls") or {}).get("buckets", []))))
     return rows
 
 

@@ -106,6 +106,10 @@ class ProgramOptions:
     # probe sees tcp_sendmsg's return value (the tracepoints): the test of
     # it the predicate made moves into the body, one branch as before.
     failed: bool = True
+    # --spliced: count the writes made inside sendfile(2)/splice(2), and
+    # those calls' sizes (a per-thread flag the write probe looks up: a
+    # map lookup per write, so opt-in; BENCHMARKS.md).
+    spliced: bool = False
 
 
 def parse_version(text: str) -> Version | None:
@@ -251,26 +255,61 @@ def generate(opts: ProgramOptions = ProgramOptions(), header: bool = True) -> st
     counts = opts.failed and probe.ok is not None and counts_failed(opts.probe, opts.version)
     if probe.ok is not None and not counts:
         preds.append(probe.ok)
+    preds += _process_filters(opts)
+    if opts.ports:
+        preds.append("(" + " || ".join(_port_test(probe.sock, validate_port(p))
+                                       for p in opts.ports) + ")")
+    predicate = f" /{' && '.join(preds)}/" if preds else ""
+    return (f"{HEADER if header else ''}{_splice_probes(opts)}{probe.point}{predicate} "
+            f"{{ {_action(probe, opts.bytes, counts, opts.spliced)} }}\n"
+            + _periodic(replace(opts, failed=counts)))
+
+
+SPLICE_CALLS = ("sendfile64", "splice")
+
+
+def _splice_probes(opts: ProgramOptions) -> str:
+    """--spliced: a thread inside sendfile(2) or splice(2) is flagged
+    (@splicing[tid] = 1); a write it makes sets the flag to 2, and the
+    call's exit then records its size.  The flag is set to 0, not deleted:
+    delete's spelling and warnings differ between bpftrace versions.  The
+    port filter is the write probe's: a call is recorded only if a write
+    it made was traced."""
+    if not opts.spliced:
+        return ""
+    a = "args->" if opts.version < (0, 19, 0) else "args."
+    preds = _process_filters(opts)
+    enter = ",".join(f"tracepoint:syscalls:sys_enter_{c}" for c in SPLICE_CALLS)
+    text = enter + (f" /{' && '.join(preds)}/" if preds else "") + " { @splicing[tid] = 1; }\n"
+    # One probe per exit: each reads its own tracepoint's ret.
+    for c in SPLICE_CALLS:
+        text += (f"tracepoint:syscalls:sys_exit_{c} /@splicing[tid]/ {{ if (@splicing[tid] == 2) "
+                 f"{{ @splicecalls[pid, comm] = hist({a}ret); }} @splicing[tid] = 0; }}\n")
+    return text
+
+
+def _process_filters(opts: ProgramOptions) -> list[str]:
+    """The predicates of -p, --cgroup and -c: what a probe without a
+    socket can test."""
+    preds = []
     if opts.pids:
         preds.append(_any_of([f"pid == {validate_pid(p)}" for p in opts.pids]))
     if opts.cgroup is not None:
         preds.append(f"cgroup == cgroupid({string_literal(validate_path(opts.cgroup))})")
     if opts.comms:
         preds.append(_any_of([f"comm == {string_literal(validate_comm(c))}" for c in opts.comms]))
-    if opts.ports:
-        preds.append("(" + " || ".join(_port_test(probe.sock, validate_port(p))
-                                       for p in opts.ports) + ")")
-    predicate = f" /{' && '.join(preds)}/" if preds else ""
-    return (f"{HEADER if header else ''}{probe.point}{predicate} "
-            f"{{ {_action(probe, opts.bytes, counts)} }}\n"
-            + _periodic(replace(opts, failed=counts)))
+    return preds
 
 
-def _action(probe: _Probe, with_bytes: bool, counts_failed: bool) -> str:
+def _action(probe: _Probe, with_bytes: bool, counts_failed: bool, spliced: bool) -> str:
     """The per-write statements.  The canonical map stays exactly as it
     is; --bytes adds a second one (a second map update per write: see
-    BENCHMARKS.md for its cost); failed sends go to @failed."""
+    BENCHMARKS.md for its cost); failed sends go to @failed; --spliced
+    counts the writes made inside sendfile/splice."""
     extra = f" @bytes[pid, comm] = sum({probe.size});" if with_bytes else ""
+    if spliced:
+        extra += (" if (@splicing[tid]) { @spliced[pid, comm] = count(); "
+                  "@splicing[tid] = 2; }")
     action = f"@[pid, comm] = hist({probe.size});{extra}"
     if counts_failed:
         action = f"if ({probe.ok}) {{ {action} }} else {{ @failed[pid, comm] = count(); }}"
@@ -283,7 +322,8 @@ def _periodic(opts: ProgramOptions) -> str:
     next one, not lost.  The mark after each tells the reader what it
     was; the END probe's, that what follows is the final dump, even a
     mark that lands inside it."""
-    also = (" print(@bytes);" if opts.bytes else "") + (" print(@failed);" if opts.failed else "")
+    also = ((" print(@bytes);" if opts.bytes else "") + (" print(@failed);" if opts.failed else "")
+            + (" print(@spliced); print(@splicecalls);" if opts.spliced else ""))
     if opts.interval is not None:
         ms = round(validate_interval(opts.interval) * 1000)
         every, kind = (f"s:{ms // 1000}" if ms % 1000 == 0 else f"ms:{ms}"), marks.TOTAL

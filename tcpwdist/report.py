@@ -61,6 +61,8 @@ class Row:
     # group's); None: as cmd says (cmdline if it is set).
     cmd_source: str | None = None
     failed: int | None = None  # sends that failed, where the probe saw them (None: not seen)
+    spliced: int | None = None  # writes made inside sendfile/splice (--spliced; None: not asked)
+    splice_calls: tuple[Bucket, ...] = ()  # those calls' sizes, as the application made them
 
     @property
     def cmd_from(self) -> str:
@@ -135,8 +137,10 @@ def group(rows: Iterable[Row], by: str = "pid") -> list[Row]:
             continue
         both = None if old.bytes is None or r.bytes is None else old.bytes + r.bytes
         failed = None if old.failed is None or r.failed is None else old.failed + r.failed
+        spliced = None if old.spliced is None or r.spliced is None else old.spliced + r.spliced
         merged[key] = replace(old, hist=replace(old.hist, buckets=add_buckets(
-            old.hist.buckets, r.hist.buckets)), bytes=both, failed=failed,
+            old.hist.buckets, r.hist.buckets)), bytes=both, failed=failed, spliced=spliced,
+            splice_calls=add_buckets(old.splice_calls, r.splice_calls),
             members=old.members + r.members,
             cmd=old.cmd if old.cmd is not None else r.cmd,
             cmd_source=old.cmd_source if old.cmd is not None else r.cmd_source)
@@ -217,6 +221,10 @@ def summary_line(row: Row, small: int = SMALL, width: int = WIDTH) -> str:
              f"p99: {_label(percentile(h.buckets, 0.99))}", f"<{small}: {small_text(row, small)}"]
     if row.failed is not None:
         parts.append(f"failed: {row.failed}")
+    if row.spliced is not None:
+        calls = sum(b.count for b in row.splice_calls)
+        parts.append(f"spliced: {row.spliced} ({calls} sendfile/splice "
+                     f"{'call' if calls == 1 else 'calls'})")
     if row.bytes is not None:
         parts.append(f"bytes: {row.bytes}")
     lines = [""]
@@ -335,6 +343,8 @@ def _summary_columns(rows: Sequence[Row], small: int) -> list[tuple[str, str, An
          lambda r: _share(small_writes(r.hist.buckets, small), r.hist.writes))]
     if any(r.failed is not None for r in rows):
         cols.append(("failed", "right", lambda r: "-" if r.failed is None else r.failed))
+    if any(r.spliced is not None for r in rows):
+        cols.append(("spliced", "right", lambda r: "-" if r.spliced is None else r.spliced))
     if any(r.bytes is not None for r in rows):
         cols.append(("bytes", "right", lambda r: "-" if r.bytes is None else r.bytes))
     return cols
@@ -345,7 +355,8 @@ def _summary_columns(rows: Sequence[Row], small: int) -> list[tuple[str, str, An
 
 
 CSV_COLUMNS = ["host", "interval", "time", "pid", "comm", "cmd", "value", "max", "count",
-               "writes", "p50", "p99", "bytes", "small_under", "small_writes", "failed"]
+               "writes", "p50", "p99", "bytes", "small_under", "small_writes", "failed",
+               "spliced"]
 
 
 def _text(raw: bytes) -> str:
@@ -380,7 +391,8 @@ def render_csv(rows: Sequence[Row], header: bool = True, meta: dict | None = Non
                         _cell(safe_text(h.comm)), _cell(r.shown_cmd),
                         "" if b.lo is None else b.lo, "" if b.hi is None else b.hi - 1, b.count,
                         h.writes, _label(p50), _label(p99), "" if r.bytes is None else r.bytes,
-                        small, few, "" if r.failed is None else r.failed])
+                        small, few, "" if r.failed is None else r.failed,
+                        "" if r.spliced is None else r.spliced])
     return out.getvalue()
 
 
@@ -408,6 +420,7 @@ def process_json(row: Row, small: int = SMALL) -> dict:
         "cmd_source": row.cmd_from,
         "writes": h.writes,
         "failed": row.failed,
+        "spliced": row.spliced,
         "bytes": row.bytes,
         "p50": bucket_json(percentile(h.buckets, 0.5)),
         "p99": bucket_json(percentile(h.buckets, 0.99)),
@@ -415,6 +428,9 @@ def process_json(row: Row, small: int = SMALL) -> dict:
                   "share": round(few / h.writes, 4) if h.writes else None},
         "buckets": [bucket_json(b) for b in h.buckets],
     }
+    if row.spliced is not None:
+        doc["splice_calls"] = {"calls": sum(b.count for b in row.splice_calls),
+                               "buckets": [bucket_json(b) for b in row.splice_calls]}
     if row.members > 1:
         doc["members"] = row.members
     return doc
@@ -446,7 +462,8 @@ def _values(snap: dump.Snapshot, name: str) -> dict[tuple[int, bytes], int] | No
 
 
 def rows_of(snap: dump.Snapshot, name: str, host: str | None = None,
-            shape: str = dump.PID_COMM, failed_counted: bool = False) -> list[Row]:
+            shape: str = dump.PID_COMM, failed_counted: bool = False,
+            spliced_counted: bool = False) -> list[Row]:
     """The rows of map ``name`` in one snapshot, each with its total bytes
     when the program also summed them (``@bytes[pid, comm] = sum(size)``)
     and its failed sends when it counted them (``@failed[pid, comm] =
@@ -458,15 +475,27 @@ def rows_of(snap: dump.Snapshot, name: str, host: str | None = None,
     if shape == dump.COMM:
         return [Row(h, None, host, None, 0) for h in dump.processes(snap, name, shape)]
     totals = _values(snap, "@bytes") or {}
-    failed = _values(snap, "@failed")
-    if failed is None and failed_counted:
-        failed = {}
+    failed = _counted(snap, "@failed", failed_counted)
+    spliced = _counted(snap, "@spliced", spliced_counted)
+    calls = {(h.pid, h.comm): h.buckets for h in dump.processes(snap, "@splicecalls")}
     hists = dump.processes(snap, name, shape)
     seen = {(h.pid, h.comm) for h in hists}
     hists += [ProcessHist(pid, comm, ()) for pid, comm in (failed or {}) if (pid, comm) not in seen]
+
+    def of(values: dict[tuple[int, bytes], int] | None, h: ProcessHist) -> int | None:
+        return None if values is None or h.pid is None else values.get((h.pid, h.comm), 0)
+
     return [Row(h, None, host, totals.get((h.pid, h.comm)) if h.pid is not None else None,
-                failed=None if failed is None or h.pid is None else failed.get((h.pid, h.comm), 0))
+                failed=of(failed, h), spliced=of(spliced, h),
+                splice_calls=calls.get((h.pid, h.comm), ()))
             for h in hists]
+
+
+def _counted(snap: dump.Snapshot, name: str, counted: bool) -> dict[tuple[int, bytes], int] | None:
+    """A count map's values; {} if the program counted it and the dump has
+    none (bpftrace prints nothing of an empty map); None if not counted."""
+    values = _values(snap, name)
+    return {} if values is None and counted else values
 
 
 def map_full_warning(max_keys: int | None, dropped: int = 0) -> str:

@@ -17,6 +17,7 @@ _LOST_BYTES_RE = re.compile(rb"Lost (\d+) events")
 # on a 60,000-row dump, half what a line-anchored one took.)
 _ROW_COUNT_RE = re.compile(rb"[\])] +(\d+) \|")
 _HEADER_START_RE = re.compile(rb"^@\[", re.M)
+_OTHER_HIST_RE = re.compile(rb"^@\w+\[[^\n]*:\s*\n(?:\[[^\n]*\n?)*", re.M)  # @splicecalls...
 _MARK_START_RE = re.compile(rb"^(?:" + b"|".join(m.encode() for m in marks.CUMULATIVE) + rb") .*$",
                             re.M)
 _MAP_FULL_BYTES = MAP_FULL.encode()
@@ -79,4 +80,6 @@ class SnapshotScan:
 
     @staticmethod
     def _rows(text: bytes) -> tuple[int, int]:
+        if b"@s" in text:  # another hist map's rows (--spliced's @splicecalls) are no writes
+            text = _OTHER_HIST_RE.sub(b"", text)
         return sum(map(int, _ROW_COUNT_RE.findall(text))), len(_HEADER_START_RE.findall(text))

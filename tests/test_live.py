@@ -252,10 +252,15 @@ def test_sendfile_is_seen_a_pipe_full_at_a_time_from_linux_6_5(bt, tmp_path):
     # Linux 6.5 made sendfile and splice call tcp_sendmsg (MSG_SPLICE_PAGES)
     # once per pipe-full, at most 64 KiB; before, they went by tcp_sendpage,
     # which no probe of tcpwdist's sees.  README and man page CAVEATS say so.
+    # --spliced counts those writes apart, and the calls as the workload made them.
     w = Workload(tmp_path, "1048576x1,100000x1", 1, "--sendfile")
-    out, _ = traced(bt, w, args=("-c", w.comm))
+    out, _ = traced(bt, w, args=("-c", w.comm, "--spliced"))
     if _kernel_at_least(6, 5):
         assert counts(out, w) == {w.pids[0]: {65536: 16 + 1, 32768: 1}}
+        [p] = [p for p in json.loads(out)["processes"] if p["comm"] == w.comm]
+        assert p["spliced"] == 18 and p["splice_calls"]["calls"] == 2
+        assert {b["value"]: b["count"] for b in p["splice_calls"]["buckets"] if b["count"]} \
+            == {65536: 1, 1048576: 1}
     else:
         assert counts(out, w) == {}
 

@@ -201,6 +201,24 @@ def test_failed_sends_are_counted_where_the_probe_sees_them(probe):
         assert "@failed" not in body(program.ProgramOptions(probe, (0, 17, 0)))
 
 
+def test_spliced_flags_the_thread_in_sendfile_and_splice_and_is_opt_in():
+    assert "@splicing" not in body(program.ProgramOptions("tracepoint"))
+    text = body(program.ProgramOptions("kprobe", (0, 17, 0), spliced=True, comms=("nginx",),
+                                       ports=(443,), snapshots=True))
+    enter, exit_sendfile, exit_splice, per_write = text.splitlines()[:4]
+    assert enter == ('tracepoint:syscalls:sys_enter_sendfile64,tracepoint:syscalls:'
+                     'sys_enter_splice /comm == "nginx"/ { @splicing[tid] = 1; }')
+    assert exit_sendfile == ("tracepoint:syscalls:sys_exit_sendfile64 /@splicing[tid]/ { if "
+                             "(@splicing[tid] == 2) { @splicecalls[pid, comm] = "
+                             "hist(args->ret); } @splicing[tid] = 0; }")
+    assert exit_splice.startswith("tracepoint:syscalls:sys_exit_splice /@splicing[tid]/")
+    # The port filter stays the write probe's: a call counts if a write it made did.
+    assert "skc_num == 443" in per_write and "skc_num" not in enter
+    assert per_write.endswith("{ @[pid, comm] = hist(arg2); if (@splicing[tid]) "
+                              "{ @spliced[pid, comm] = count(); @splicing[tid] = 2; } }")
+    assert "print(@spliced); print(@splicecalls);" in text
+
+
 def test_snapshots_run_once_a_second_not_per_write_and_nothing_is_cleared():
     text = body(program.ProgramOptions("tracepoint", snapshots=True))
     per_write, snapshot, final = text.splitlines()

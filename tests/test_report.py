@@ -208,6 +208,49 @@ def test_failed_sends_are_reported_and_a_process_with_only_failures_too():
     assert [r.failed for r in report.rows_of(plain, "@", failed_counted=True)] == [0]
 
 
+SPLICED_DUMP = """\
+@[100, nginx]:
+[128, 256)             4 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|
+[256, 512)             0 |                                                    |
+[512, 1K)              0 |                                                    |
+[1K, 2K)               0 |                                                    |
+[2K, 4K)               0 |                                                    |
+[4K, 8K)               0 |                                                    |
+[8K, 16K)              0 |                                                    |
+[16K, 32K)             0 |                                                    |
+[32K, 64K)             1 |@@@@@@@@@@@@@                                       |
+[64K, 128K)           17 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|
+
+@spliced[100, nginx]: 18
+
+@splicecalls[100, nginx]:
+[64K, 128K)            1 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|
+[128K, 256K)           0 |                                                    |
+[256K, 512K)           0 |                                                    |
+[512K, 1M)             0 |                                                    |
+[1M, 2M)               1 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|
+
+"""
+
+
+def test_spliced_writes_and_their_calls_are_reported_in_every_format():
+    [snap] = dump.parse(SPLICED_DUMP).snapshots
+    [row] = report.rows_of(snap, "@")
+    assert (row.hist.writes, row.spliced) == (22, 18)
+    assert "   spliced: 18 (2 sendfile/splice calls)" in report.render_dist([row])
+    [p] = json.loads(report.render_json([row]))["processes"]
+    assert p["spliced"] == 18 and p["splice_calls"]["calls"] == 2
+    assert [(b["value"], b["count"]) for b in p["splice_calls"]["buckets"] if b["count"]] == \
+        [(65536, 1), (1048576, 1)]
+    first = next(csv.DictReader(io.StringIO(report.render_csv([row]))))
+    assert first["spliced"] == "18"
+    assert re.search(r" 22 .* 18$", report.render_table([row]).splitlines()[-1])
+    # Not asked for: null; asked for and none: 0.
+    [plain] = dump.parse(SPLICED_DUMP.split("@spliced")[0]).snapshots
+    assert [r.spliced for r in report.rows_of(plain, "@")] == [None]
+    assert [r.spliced for r in report.rows_of(plain, "@", spliced_counted=True)] == [0]
+
+
 def test_open_buckets_are_labelled():
     rows = [report.Row(ProcessHist(1, b"x", (Bucket(None, 0, 1), Bucket(100, None, 2))))]
     text = report.render_table(rows)
