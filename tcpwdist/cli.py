@@ -36,6 +36,7 @@ examples:
   tcpwdist -o json -d 5     # one JSON document, for scripts
   tcpwdist -c nginx --small 1024 -o table -d 10   # nginx's writes under 1 KiB
   tcpwdist -v -d 1          # which probes were not used, and why
+  tcpwdist --spliced -c nginx   # which of nginx's writes came from sendfile
   tcpwdist -w raw.txt       # also keep bpftrace's raw output in raw.txt
   tcpwdist -r raw.txt       # report on a captured dump (no root needed)
   tcpwdist -r web1.json -r web2.json --group-by comm   # merge hosts' reports
