@@ -155,3 +155,13 @@ def test_take_through_a_mark_trims_the_output_but_not_the_raw_file():
         out = s.outcome()
     assert raw.getvalue().startswith(taken) and raw.getvalue().endswith(out.output)
     assert taken.count(b"@[4242, fake-writer]") >= 1
+
+
+def test_the_tail_of_a_failure_leaves_out_the_harmless_rlimit_error_and_the_quotes():
+    # bpftrace 0.17's words on this host when kprobe:tcp_sendmsg cannot attach.
+    out = (b'ERROR: Unknown error -1: couldn\'t set RLIMIT_MEMLOCK for bpftrace. If your program '
+           b'is not loading, you can try "ulimit -l 8192" to fix the problem\r\n'
+           b"stdin:1:1-19: ERROR: kprobe tcp_sendmsg: no such probe\r\n"
+           b"kprobe:tcp_sendmsg { @[pid, comm] = hist(arg2); }\r\n"
+           b"~~~~~~~~~~~~~~~~~~\r\n")
+    assert trace.tail(out) == ("stdin:1:1-19: ERROR: kprobe tcp_sendmsg: no such probe",)
