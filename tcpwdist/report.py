@@ -182,7 +182,8 @@ def _who(row: Row, width: int, hosts: bool) -> str:
         return f" COMM: {cut(safe_text(h.comm), width)}"
     if h.pid is None:  # grouped by comm
         return f" COMM: {cut(safe_text(h.comm), width)}  ({_processes(row.members)})"
-    return f" {host}PID: {h.pid:<7} CMD: {cut_cmd(row.shown_cmd, width - len(host))}"
+    # At least 20 columns of CMD, however narrow the terminal and long the host.
+    return f" {host}PID: {h.pid:<7} CMD: {cut_cmd(row.shown_cmd, max(20, width - len(host)))}"
 
 
 def small_edge(n: int) -> int:

@@ -38,6 +38,9 @@ def safe_str(text: str) -> str:
 
 
 def cut(text: str, width: int) -> str:
+    """``text`` in ``width`` columns (at least 4: one character and "..."),
+    the cut marked with "..."."""
+    width = max(width, 4)
     return text if len(text) <= width else text[: width - 3] + "..."
 
 

@@ -130,6 +130,15 @@ def test_a_cut_cmd_always_fits(words, width):
     assert len(shown) <= width and (shown == cmd or len(cmd) > width)
 
 
+def test_a_narrow_terminal_with_times_and_hosts_still_cuts_cmd_sanely():
+    rows = [report.Row(hist(b"python3", (1, 5), pid=42), b"/usr/bin/python3 /srv/app.py " * 4,
+                       host="a-long-host-name"),
+            report.Row(hist(b"other", (1, 5), pid=43), b"other", host="b")]
+    text = report.render_dist(rows, "19:00:19.159279", width=40)
+    heading = text.splitlines()[0]
+    assert heading.endswith("CMD: /usr/bin/python3 ..."), heading  # 20 columns of CMD
+
+
 def test_wide_terminals_get_wide_lines():
     cmd = b"/usr/bin/python3 /srv/app/server.py " + b"--flag " * 30
     rows = [report.Row(hist(b"python3", (1, 5), pid=42), cmd)]
