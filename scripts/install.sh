@@ -1,5 +1,5 @@
 #!/bin/sh
-# Install bpftrace and tcpwdist on Debian (12, 13) or Ubuntu, as root:
+# Install bpftrace and tcpwdist on Debian 12 or 13 (Ubuntu: the same packages, untested), as root:
 #
 #   sh scripts/install.sh            (from the source tree)
 #
