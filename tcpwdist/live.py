@@ -90,14 +90,15 @@ class Reporter:
     """Turns parsed dumps into reports on the console, in order."""
 
     def __init__(self, series: report.Series, console: Console, hostname: str,
-                 cmdlines: Callable[[list[int]], dict[int, bytes]], max_keys: int) -> None:
+                 cmdlines: Callable[[list[int]], dict[int, bytes]], max_keys: int,
+                 failed_counted: bool = False, spliced_counted: bool = False) -> None:
         self.series = series
         self.console = console
         self.hostname = hostname
         self.cmdlines = cmdlines
         self.max_keys = max_keys
-        self.failed_counted = False  # the program counts failed sends (@failed)
-        self.spliced_counted = False  # --spliced: it counts spliced writes (@spliced)
+        self.failed_counted = failed_counted  # the program counts failed sends (@failed)
+        self.spliced_counted = spliced_counted  # --spliced: and spliced writes (@spliced)
         self.missing_cmd: set[int] = set()  # pids shown by their comm
         self._clock = time.monotonic()  # when the current report's period began
 
@@ -380,9 +381,8 @@ def _trace(req: Request, flags: Flags, console: Console, session: trace.Session,
     """Trace with an attached session, stop it, and report."""
     recorder = procs.CmdlineRecorder()
     series = report.Series(req.report, meta, numbered=req.program.interval is not None)
-    reporter = Reporter(series, console, meta.host or "", recorder.finish, req.max_keys)
-    reporter.failed_counted = failed_counted
-    reporter.spliced_counted = req.program.spliced
+    reporter = Reporter(series, console, meta.host or "", recorder.finish, req.max_keys,
+                        failed_counted, req.program.spliced)
     interval = (IntervalFeed(session, reporter, req.count, flags)
                 if req.program.interval is not None else None)
     snapshots = SnapshotFeed(session, console, _progress_wanted(req, console), req.duration)

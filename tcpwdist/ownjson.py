@@ -67,11 +67,12 @@ def rows_from_json(doc: dict) -> list[Row]:
         comm = bytes.fromhex(p["comm_hex"]) if "comm_hex" in p else p["comm"].encode()
         hist = ProcessHist(p.get("pid"), comm, tuple(bucket_from_json(b) for b in p["buckets"]))
         cmd = p.get("cmd")
+        calls = (p.get("splice_calls") or {}).get("buckets", [])
         rows.append(Row(hist, None if cmd is None or cmd == p.get("comm") else cmd.encode(),
                         p.get("host") or doc.get("host"), p.get("bytes"), p.get("members", 1),
-                        p.get("cmd_source"), p.get("failed"), p.get("spliced"),
-                        tuple(bucket_from_json(b) for b in
-                              (p.get("splice_calls") or {}).get("buckets", []))))
+                        cmd_source=p.get("cmd_source"), failed=p.get("failed"),
+                        spliced=p.get("spliced"),
+                        splice_calls=tuple(bucket_from_json(b) for b in calls)))
     return rows
 
 

@@ -189,8 +189,7 @@ def _probe(probe: str, version: Version) -> _Probe:
         return _Probe("rawtracepoint:sock_send_length", "(int32)arg1", "((struct sock *)arg0)",
                       ("((struct sock *)arg0)->sk_protocol == 6",), "(int32)arg1 >= 0")
     if probe == "tracepoint":
-        # args is a pointer up to 0.18 and a struct from 0.19.
-        a = "args->" if version < (0, 19, 0) else "args."
+        a = _args(version)
         return _Probe("tracepoint:sock:sock_send_length", f"{a}ret", f"((struct sock *){a}sk)",
                       (f"{a}protocol == 6",), f"{a}ret >= 0")
     raise UsageError(f"unknown probe {probe!r}", hint="choose one of " + ", ".join(PROBES))
@@ -201,6 +200,12 @@ def _probe(probe: str, version: Version) -> _Probe:
 # vs 158 on 0.23.2, 156 vs 152 on 0.27.1), but 0.17 compiles it into
 # about 24 ns more per write (270 vs 246): there it is left out.
 FAILED_SINCE = (0, 23, 0)
+
+
+def _args(version: Version) -> str:
+    """How a tracepoint's arguments are reached: ``args`` is a pointer up
+    to bpftrace 0.18 and a struct from 0.19."""
+    return "args->" if version < (0, 19, 0) else "args."
 
 
 def counts_failed(probe: str, version: Version = NEWEST) -> bool:
@@ -252,7 +257,8 @@ def generate(opts: ProgramOptions = ProgramOptions(), header: bool = True) -> st
     """
     probe = _probe(opts.probe, opts.version)
     preds = list(probe.needs)
-    counts = opts.failed and probe.ok is not None and counts_failed(opts.probe, opts.version)
+    # counts_failed holds only for probes that see the result (an ok test).
+    counts = opts.failed and counts_failed(opts.probe, opts.version)
     if probe.ok is not None and not counts:
         preds.append(probe.ok)
     preds += _process_filters(opts)
@@ -277,7 +283,7 @@ def _splice_probes(opts: ProgramOptions) -> str:
     it made was traced."""
     if not opts.spliced:
         return ""
-    a = "args->" if opts.version < (0, 19, 0) else "args."
+    a = _args(opts.version)
     preds = _process_filters(opts)
     enter = ",".join(f"tracepoint:syscalls:sys_enter_{c}" for c in SPLICE_CALLS)
     text = enter + (f" /{' && '.join(preds)}/" if preds else "") + " { @splicing[tid] = 1; }\n"

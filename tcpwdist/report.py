@@ -65,6 +65,10 @@ class Row:
     splice_calls: tuple[Bucket, ...] = ()  # those calls' sizes, as the application made them
 
     @property
+    def splice_call_count(self) -> int:
+        return sum(b.count for b in self.splice_calls)
+
+    @property
     def cmd_from(self) -> str:
         return self.cmd_source or ("cmdline" if self.cmd is not None else "comm")
 
@@ -135,16 +139,19 @@ def group(rows: Iterable[Row], by: str = "pid") -> list[Row]:
         if old is None:
             merged[key] = r
             continue
-        both = None if old.bytes is None or r.bytes is None else old.bytes + r.bytes
-        failed = None if old.failed is None or r.failed is None else old.failed + r.failed
-        spliced = None if old.spliced is None or r.spliced is None else old.spliced + r.spliced
         merged[key] = replace(old, hist=replace(old.hist, buckets=add_buckets(
-            old.hist.buckets, r.hist.buckets)), bytes=both, failed=failed, spliced=spliced,
+            old.hist.buckets, r.hist.buckets)), bytes=_sum_known(old.bytes, r.bytes),
+            failed=_sum_known(old.failed, r.failed), spliced=_sum_known(old.spliced, r.spliced),
             splice_calls=add_buckets(old.splice_calls, r.splice_calls),
             members=old.members + r.members,
             cmd=old.cmd if old.cmd is not None else r.cmd,
             cmd_source=old.cmd_source if old.cmd is not None else r.cmd_source)
     return list(merged.values())
+
+
+def _sum_known(a: int | None, b: int | None) -> int | None:
+    """A total of two rows' counts; None (not counted) unless both have it."""
+    return None if a is None or b is None else a + b
 
 
 # --------------------------------------------------------------------------
@@ -215,15 +222,15 @@ def small_text(row: Row, under: int) -> str:
 
 
 def summary_line(row: Row, small: int = SMALL, width: int = WIDTH) -> str:
-    """``   writes: N   p50: B   p99: B   <64: N (P%)   bytes: N``, on as
-    many lines as ``width`` needs."""
+    """``   writes: N   p50: B   p99: B   <64: N (P%)`` and, where known,
+    failed, spliced and bytes, on as many lines as ``width`` needs."""
     h = row.hist
     parts = [f"writes: {h.writes}", f"p50: {_label(percentile(h.buckets, 0.5))}",
              f"p99: {_label(percentile(h.buckets, 0.99))}", f"<{small}: {small_text(row, small)}"]
     if row.failed is not None:
         parts.append(f"failed: {row.failed}")
     if row.spliced is not None:
-        calls = sum(b.count for b in row.splice_calls)
+        calls = row.splice_call_count
         parts.append(f"spliced: {row.spliced} ({calls} sendfile/splice "
                      f"{'call' if calls == 1 else 'calls'})")
     if row.bytes is not None:
@@ -430,7 +437,7 @@ def process_json(row: Row, small: int = SMALL) -> dict:
         "buckets": [bucket_json(b) for b in h.buckets],
     }
     if row.spliced is not None:
-        doc["splice_calls"] = {"calls": sum(b.count for b in row.splice_calls),
+        doc["splice_calls"] = {"calls": row.splice_call_count,
                                "buckets": [bucket_json(b) for b in row.splice_calls]}
     if row.members > 1:
         doc["members"] = row.members
@@ -575,8 +582,8 @@ class Meta:
     # True when bpftrace's final dump did not arrive whole and the report
     # is its last snapshot (how old: in warnings).
     partial: bool | None = None
-    # The filters that made the report (FILTER_KEYS: each a list of
-    # alternatives, the keys all required), see filters_of.
+    # The filters that made the report (pid, comm, port: each a list of
+    # alternatives; cgroup; all of them required), see filters_of.
     filters: dict[str, Any] | None = None
 
     def merged(self, other: Meta) -> Meta:
@@ -587,9 +594,6 @@ class Meta:
     def fields(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v
                 for k, v in dataclasses.asdict(self).items() if v is not None}
-
-
-FILTER_KEYS = ("pid", "comm", "port", "cgroup")
 
 
 def filters_of(pids: Sequence[int] = (), comms: Sequence[str] = (), ports: Sequence[int] = (),
