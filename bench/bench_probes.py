@@ -12,7 +12,7 @@ bpftrace version; --raw adds rawtracepoint:sock_send_length (bpftrace
 probe that sees tcp_sendmsg's return value also runs as it was before
 tcpwdist counted the failed sends ("-without-failed": the success test in
 the predicate, no @failed), to show what that costs, and each probe with
---spliced ("-spliced").  Rounds alternate
+--spliced ("-spliced") and with --connections ("-connections").  Rounds alternate
 the programs; medians with min-max.  Needs root.
 """
 
@@ -46,6 +46,8 @@ def programs(version: program.Version, probes: list[str], raw: bool) -> dict[str
         out[probe] = text[len(program.HEADER):]
         out[f"{probe}-spliced"] = program.generate(
             program.ProgramOptions(probe, version, spliced=True), header=False)
+        out[f"{probe}-connections"] = program.generate(
+            program.ProgramOptions(probe, version, connections=True), header=False)
         if program.counts_failed(probe, version):
             out[f"{probe}-without-failed"] = program.generate(
                 program.ProgramOptions(probe, version, failed=False), header=False)

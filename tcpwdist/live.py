@@ -91,14 +91,13 @@ class Reporter:
 
     def __init__(self, series: report.Series, console: Console, hostname: str,
                  cmdlines: Callable[[list[int]], dict[int, bytes]], max_keys: int,
-                 failed_counted: bool = False, spliced_counted: bool = False) -> None:
+                 counting: report.Counting = report.Counting()) -> None:
         self.series = series
         self.console = console
         self.hostname = hostname
         self.cmdlines = cmdlines
         self.max_keys = max_keys
-        self.failed_counted = failed_counted  # the program counts failed sends (@failed)
-        self.spliced_counted = spliced_counted  # --spliced: and spliced writes (@spliced)
+        self.counting = counting  # what the program counts besides @ (@failed, ...)
         self.missing_cmd: set[int] = set()  # pids shown by their comm
         self._clock = time.monotonic()  # when the current report's period began
 
@@ -115,8 +114,7 @@ class Reporter:
 
     def snapshot(self, snap: dump.Snapshot, stamp: str | None,
                  warnings: tuple[str, ...] = (), partial: bool | None = None) -> None:
-        rows = report.rows_of(snap, "@", self.hostname, failed_counted=self.failed_counted,
-                              spliced_counted=self.spliced_counted)
+        rows = report.rows_of(snap, "@", self.hostname, counting=self.counting)
         cmds = self.cmdlines(sorted({r.hist.pid for r in rows if r.hist.pid is not None}))
         self.missing_cmd.update(r.hist.pid for r in rows
                                 if r.hist.pid is not None and r.hist.pid not in cmds)
@@ -282,8 +280,8 @@ def run(req: Request, console: Console) -> int:
                                kernel=facts.kernel.release, bpftrace=facts.bpftrace.text,
                                probe=probe, size=program.SIZE_MEANINGS[probe], start=start,
                                filters=report.filters_of(o.pids, o.comms, o.ports, o.cgroup))
-            return _trace(req, flags, console, session, meta,
-                          program.counts_failed(probe, facts.bpftrace.version))
+            return _trace(req, flags, console, session, meta, report.Counting(
+                program.counts_failed(probe, facts.bpftrace.version), o.spliced, o.connections))
 
 
 def _say_choice(probe: str, failures: list[tuple[str, str]], version: program.Version,
@@ -377,12 +375,12 @@ def _attach(req: Request, facts: host.Facts, programs: list[tuple[str, str]],
 
 
 def _trace(req: Request, flags: Flags, console: Console, session: trace.Session,
-           meta: report.Meta, failed_counted: bool) -> int:
+           meta: report.Meta, counting: report.Counting) -> int:
     """Trace with an attached session, stop it, and report."""
     recorder = procs.CmdlineRecorder()
     series = report.Series(req.report, meta, numbered=req.program.interval is not None)
     reporter = Reporter(series, console, meta.host or "", recorder.finish, req.max_keys,
-                        failed_counted, req.program.spliced)
+                        counting)
     interval = (IntervalFeed(session, reporter, req.count, flags)
                 if req.program.interval is not None else None)
     snapshots = SnapshotFeed(session, console, _progress_wanted(req, console), req.duration)

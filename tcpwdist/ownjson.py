@@ -7,6 +7,8 @@ import json
 import re
 from typing import Any, Iterable
 
+from tcpwdist import conns
+from tcpwdist.conns import Connection
 from tcpwdist.dump import Bucket, ProcessHist
 from tcpwdist.errors import DumpError
 from tcpwdist.report import Meta, Row
@@ -34,7 +36,10 @@ _META_TYPES: _TypeMap = {
 _PROCESS_TYPES: _TypeMap = {
     "pid": (int, _NONE), "comm": (str,), "comm_hex": (str,), "cmd": (str, _NONE),
     "cmd_source": (str, _NONE), "failed": (int, _NONE), "spliced": (int, _NONE),
-    "host": (str, _NONE), "bytes": (int, _NONE), "members": (int,), "buckets": (list,)}
+    "host": (str, _NONE), "bytes": (int, _NONE), "members": (int,), "buckets": (list,),
+    "connections": (list, _NONE)}
+_CONNECTION_TYPES: _TypeMap = {"laddr": (str,), "lport": (int,), "raddr": (str,), "rport": (int,),
+                               "buckets": (list,)}
 _BUCKET_TYPES: _TypeMap = {"value": (int, _NONE), "max": (int, _NONE), "count": (int,)}
 
 
@@ -50,13 +55,25 @@ def _check_types(doc: Any) -> None:
         for key, kinds in _PROCESS_TYPES.items():
             if key in p:
                 _typed(p[key], kinds, key)
-        for b in p["buckets"]:
-            _typed(b, (dict,), "bucket")
-            for key, kinds in _BUCKET_TYPES.items():
-                if key in b:
-                    _typed(b[key], kinds, key)
-            if b.get("count", 0) < 0:
-                raise TypeError("count")
+        _check_buckets(p["buckets"])
+        for c in p.get("connections") or ():
+            _typed(c, (dict,), "connection")
+            for key, kinds in _CONNECTION_TYPES.items():
+                _typed(c[key], kinds, key)
+            if conns.split_key(f"0,-,{c['laddr']},{c['lport']},{c['raddr']},{c['rport']}",
+                               ",") is None:
+                raise TypeError("connection")
+            _check_buckets(c["buckets"])
+
+
+def _check_buckets(buckets: list) -> None:
+    for b in buckets:
+        _typed(b, (dict,), "bucket")
+        for key, kinds in _BUCKET_TYPES.items():
+            if key in b:
+                _typed(b[key], kinds, key)
+        if b.get("count", 0) < 0:
+            raise TypeError("count")
 
 
 def rows_from_json(doc: dict) -> list[Row]:
@@ -68,11 +85,16 @@ def rows_from_json(doc: dict) -> list[Row]:
         hist = ProcessHist(p.get("pid"), comm, tuple(bucket_from_json(b) for b in p["buckets"]))
         cmd = p.get("cmd")
         calls = (p.get("splice_calls") or {}).get("buckets", [])
+        found = p.get("connections")
         rows.append(Row(hist, None if cmd is None or cmd == p.get("comm") else cmd.encode(),
                         p.get("host") or doc.get("host"), p.get("bytes"), p.get("members", 1),
                         cmd_source=p.get("cmd_source"), failed=p.get("failed"),
                         spliced=p.get("spliced"),
-                        splice_calls=tuple(bucket_from_json(b) for b in calls)))
+                        splice_calls=tuple(bucket_from_json(b) for b in calls),
+                        connections=None if found is None else conns.ordered(
+                            Connection(c["laddr"], c["lport"], c["raddr"], c["rport"],
+                                       tuple(bucket_from_json(b) for b in c["buckets"]))
+                            for c in found)))
     return rows
 
 

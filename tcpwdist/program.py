@@ -110,6 +110,11 @@ class ProgramOptions:
     # those calls' sizes (a per-thread flag the write probe looks up: a
     # map lookup per write, so opt-in; BENCHMARKS.md).
     spliced: bool = False
+    # --connections: also one histogram per connection, @conn[pid, comm,
+    # laddr, lport, raddr, rport] (a second, bigger map update per write:
+    # opt-in; BENCHMARKS.md).  The process map stays as it is, so its
+    # counts hold even when the bigger map fills.
+    connections: bool = False
 
 
 def parse_version(text: str) -> Version | None:
@@ -267,7 +272,7 @@ def generate(opts: ProgramOptions = ProgramOptions(), header: bool = True) -> st
                                        for p in opts.ports) + ")")
     predicate = f" /{' && '.join(preds)}/" if preds else ""
     return (f"{HEADER if header else ''}{_splice_probes(opts)}{probe.point}{predicate} "
-            f"{{ {_action(probe, opts.bytes, counts, opts.spliced)} }}\n"
+            f"{{ {_action(probe, opts, counts)} }}\n"
             + _periodic(replace(opts, failed=counts)))
 
 
@@ -307,19 +312,44 @@ def _process_filters(opts: ProgramOptions) -> list[str]:
     return preds
 
 
-def _action(probe: _Probe, with_bytes: bool, counts_failed: bool, spliced: bool) -> str:
+def _action(probe: _Probe, opts: ProgramOptions, counts_failed: bool) -> str:
     """The per-write statements.  The canonical map stays exactly as it
     is; --bytes adds a second one (a second map update per write: see
     BENCHMARKS.md for its cost); failed sends go to @failed; --spliced
-    counts the writes made inside sendfile/splice."""
-    extra = f" @bytes[pid, comm] = sum({probe.size});" if with_bytes else ""
-    if spliced:
+    counts the writes made inside sendfile/splice; --connections keys a
+    second histogram by the socket's addresses."""
+    extra = f" @bytes[pid, comm] = sum({probe.size});" if opts.bytes else ""
+    if opts.connections:
+        extra += _connection(probe)
+    if opts.spliced:
         extra += (" if (@splicing[tid]) { @spliced[pid, comm] = count(); "
                   "@splicing[tid] = 2; }")
     action = f"@[pid, comm] = hist({probe.size});{extra}"
     if counts_failed:
         action = f"if ({probe.ok}) {{ {action} }} else {{ @failed[pid, comm] = count(); }}"
     return action
+
+
+CONNECTION_MAP = "@conn"
+AF_INET, AF_INET6 = 2, 10
+
+
+def _connection(probe: _Probe) -> str:
+    """--connections: ``@conn[pid, comm, laddr, lport, raddr, rport] =
+    hist(size)``, as tcplife reads a socket: the addresses through ntop()
+    (bpftrace formats them in user space, when it prints), one key shape
+    for IPv4 and IPv6, the remote port (network order in the socket)
+    swapped here so that the dump reads right for anyone."""
+    c = "$sk->__sk_common."
+    rport = f"(({c}skc_dport >> 8) | (({c}skc_dport & 0xff) << 8))"
+
+    def update(family: int, laddr: str, raddr: str) -> str:
+        return (f"{CONNECTION_MAP}[pid, comm, ntop({family}, {c}{laddr}), {c}skc_num, "
+                f"ntop({family}, {c}{raddr}), {rport}] = hist({probe.size});")
+
+    v6 = update(AF_INET6, "skc_v6_rcv_saddr.in6_u.u6_addr8", "skc_v6_daddr.in6_u.u6_addr8")
+    v4 = update(AF_INET, "skc_rcv_saddr", "skc_daddr")
+    return f" $sk = {probe.sock}; if ({c}skc_family == {AF_INET6}) {{ {v6} }} else {{ {v4} }}"
 
 
 def _periodic(opts: ProgramOptions) -> str:
@@ -329,7 +359,8 @@ def _periodic(opts: ProgramOptions) -> str:
     was; the END probe's, that what follows is the final dump, even a
     mark that lands inside it."""
     also = ((" print(@bytes);" if opts.bytes else "") + (" print(@failed);" if opts.failed else "")
-            + (" print(@spliced); print(@splicecalls);" if opts.spliced else ""))
+            + (" print(@spliced); print(@splicecalls);" if opts.spliced else "")
+            + (f" print({CONNECTION_MAP});" if opts.connections else ""))
     if opts.interval is not None:
         ms = round(validate_interval(opts.interval) * 1000)
         every, kind = (f"s:{ms // 1000}" if ms % 1000 == 0 else f"ms:{ms}"), marks.TOTAL

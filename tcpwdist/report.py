@@ -29,9 +29,10 @@ import dataclasses
 import io
 import json
 from dataclasses import dataclass, replace
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
-from tcpwdist import dump
+from tcpwdist import conns, dump
+from tcpwdist.conns import Connection
 from tcpwdist.dump import Bucket, ProcessHist, format_label
 from tcpwdist.shown import cut, cut_cmd, safe_str, safe_text
 
@@ -63,6 +64,8 @@ class Row:
     failed: int | None = None  # sends that failed, where the probe saw them (None: not seen)
     spliced: int | None = None  # writes made inside sendfile/splice (--spliced; None: not asked)
     splice_calls: tuple[Bucket, ...] = ()  # those calls' sizes, as the application made them
+    # --connections: a histogram per connection, busiest first (None: not asked).
+    connections: tuple[Connection, ...] | None = None
 
     @property
     def splice_call_count(self) -> int:
@@ -143,6 +146,8 @@ def group(rows: Iterable[Row], by: str = "pid") -> list[Row]:
             old.hist.buckets, r.hist.buckets)), bytes=_sum_known(old.bytes, r.bytes),
             failed=_sum_known(old.failed, r.failed), spliced=_sum_known(old.spliced, r.spliced),
             splice_calls=add_buckets(old.splice_calls, r.splice_calls),
+            connections=None if old.connections is None or r.connections is None
+            else conns.merge(old.connections, r.connections),
             members=old.members + r.members,
             cmd=old.cmd if old.cmd is not None else r.cmd,
             cmd_source=old.cmd_source if old.cmd is not None else r.cmd_source)
@@ -267,16 +272,26 @@ def with_zero_rows(buckets: Sequence[Bucket]) -> list[Bucket]:
 
 
 def _dist_block(row: Row, stamp: str | None, hosts: bool, width: int, small: int) -> str:
-    h = row.hist
-    total = h.writes or 1
     when = f"{stamp} " if stamp else ""
     lines = [when + _who(row, width - _WHO_WIDTH - len(when), hosts),
-             summary_line(row, small, width), "",
-             f"{'value':>16}  {' Distribution '.center(BAR_WIDTH, '-')} count"]
-    for b in with_zero_rows(h.buckets):
+             summary_line(row, small, width), ""] + _hist_lines(row.hist.buckets)
+    # --connections: then one sub-block per connection, indented, the same
+    # summary and histogram for its writes alone.
+    for c in row.connections or ():
+        alone = Row(ProcessHist(row.hist.pid, row.hist.comm, c.buckets))
+        lines += ["", f"  connection {c.local} -> {c.remote}",
+                  "  " + summary_line(alone, small, width - 2).replace("\n", "\n  "), ""]
+        lines += _hist_lines(c.buckets)
+    return "\n".join(lines) + "\n"
+
+
+def _hist_lines(buckets: Sequence[Bucket]) -> list[str]:
+    total = sum(b.count for b in buckets) or 1
+    lines = [f"{'value':>16}  {' Distribution '.center(BAR_WIDTH, '-')} count"]
+    for b in with_zero_rows(buckets):
         bar = "@" * int(b.count * BAR_WIDTH / total + 0.5)
         lines.append(f"{_value(b):>16} |{bar:<{BAR_WIDTH}} {b.count}")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def render_dist(rows: Sequence[Row], stamp: str | None = None, width: int = WIDTH,
@@ -286,85 +301,15 @@ def render_dist(rows: Sequence[Row], stamp: str | None = None, width: int = WIDT
 
 
 # --------------------------------------------------------------------------
-# table
-
-
-def _fit_table(heads: list[str], body: list[list], cmd_col: int, align: list[str],
-               width: int, cmd_optional: bool = False) -> str:
-    """tabulate, with the CMD column cut so that lines fit ``width``
-    columns; left out if it is ``cmd_optional`` and too little of it would
-    fit (the summary's rows are named by PID and HOST already)."""
-    # Imported here: tabulate takes 50 ms to import and only tables need it.
-    from tabulate import tabulate
-
-    # tabulate pads a column to at least its header plus 2.
-    others = sum(max([len(str(h)) + 2] + [len(str(r[i])) for r in body])
-                 for i, h in enumerate(heads) if i != cmd_col)
-    room = width - others - 2 * (len(heads) - 1)
-    if cmd_optional and room < 8:
-        heads, align = heads[:cmd_col] + heads[cmd_col + 1:], align[:cmd_col] + align[cmd_col + 1:]
-        body = [r[:cmd_col] + r[cmd_col + 1:] for r in body]
-    else:
-        for r in body:
-            r[cmd_col] = cut_cmd(r[cmd_col], max(8, room))
-    return tabulate(body, headers=heads, tablefmt="simple", colalign=align,
-                    disable_numparse=True) + "\n"
-
-
-def render_table(rows: Sequence[Row], stamp: str | None = None, width: int = WIDTH,
-                 small: int = SMALL) -> str:
-    hosts = _many_hosts(rows)
-
-    def who(r: Row) -> list:
-        pid = "*" if r.hist.pid is None else r.hist.pid
-        if r.hist.pid is None and r.hist.comm == b"":
-            cmd = f"({_processes(r.members)})"
-        else:
-            cmd = r.shown_cmd if r.hist.pid is not None else safe_text(r.hist.comm)
-        return ([stamp] if stamp else []) + ([r.host or "-"] if hosts else []) + [pid, cmd]
-
-    heads = (["TIME"] if stamp else []) + (["HOST"] if hosts else []) + ["PID", "CMD"]
-    cmd_col = len(heads) - 1
-    align = ["left"] * (len(heads) - 2) + ["right", "left"]
-    body = [who(r) + [_value(b), b.count] for r in rows for b in r.hist.buckets if b.count]
-    text = _fit_table(heads + ["value", "count"], body, cmd_col, align + ["right", "right"],
-                      width)
-    # The summary has more columns: -T's time, already on every row above,
-    # is left out where it would squeeze CMD.
-    if stamp:
-        heads, cmd_col, align, stamp = heads[1:], cmd_col - 1, align[1:], None
-    sums = _summary_columns(rows, small)
-    summary = [who(r) + [cell(r) for _, _, cell in sums] for r in rows]
-    text += "\n" + _fit_table(heads + [h for h, _, _ in sums], summary, cmd_col,
-                              align + [a for _, a, _ in sums], width, True)
-    return text
-
-
-def _summary_columns(rows: Sequence[Row], small: int) -> list[tuple[str, str, Any]]:
-    """The table summary's columns after CMD: (heading, alignment, cell);
-    failed and bytes only when some row has them."""
-    cols: list[tuple[str, str, Any]] = [
-        ("writes", "right", lambda r: r.hist.writes),
-        ("p50", "left", lambda r: _label(percentile(r.hist.buckets, 0.5))),
-        ("p99", "left", lambda r: _label(percentile(r.hist.buckets, 0.99))),
-        (f"<{small}", "right",
-         lambda r: _share(small_writes(r.hist.buckets, small), r.hist.writes))]
-    if any(r.failed is not None for r in rows):
-        cols.append(("failed", "right", lambda r: "-" if r.failed is None else r.failed))
-    if any(r.spliced is not None for r in rows):
-        cols.append(("spliced", "right", lambda r: "-" if r.spliced is None else r.spliced))
-    if any(r.bytes is not None for r in rows):
-        cols.append(("bytes", "right", lambda r: "-" if r.bytes is None else r.bytes))
-    return cols
-
-
-# --------------------------------------------------------------------------
 # csv
 
 
 CSV_COLUMNS = ["host", "interval", "time", "pid", "comm", "cmd", "value", "max", "count",
                "writes", "p50", "p99", "bytes", "small_under", "small_writes", "failed",
                "spliced"]
+# --connections: a process's rows are followed by its connections' rows,
+# these four set (empty in the process's own rows).
+CSV_CONNECTION_COLUMNS = ["laddr", "lport", "raddr", "rport"]
 
 
 def _text(raw: bytes) -> str:
@@ -383,25 +328,34 @@ def _cell(text: str) -> str:
 def render_csv(rows: Sequence[Row], header: bool = True, meta: dict | None = None,
                small: int = SMALL) -> str:
     """One row per process and bucket; ``interval`` and ``time`` (from
-    ``meta``) tell the rows of a series apart."""
+    ``meta``) tell the rows of a series apart.  With --connections, each
+    process's rows are followed by one row per connection and bucket (its
+    writes, p50, p99 and small writes are the connection's own)."""
     meta = meta or {}
     when = [meta.get("interval", ""), _cell(meta.get("time", ""))]
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
+    per_conn = any(r.connections is not None for r in rows)
     if header:
-        w.writerow(CSV_COLUMNS)
+        w.writerow(CSV_COLUMNS + (CSV_CONNECTION_COLUMNS if per_conn else []))
     for r in rows:
         h = r.hist
-        p50, p99 = percentile(h.buckets, 0.5), percentile(h.buckets, 0.99)
-        few = small_writes(h.buckets, small)
-        for b in h.buckets:
-            w.writerow([_cell(r.host or ""), *when, "" if h.pid is None else h.pid,
-                        _cell(safe_text(h.comm)), _cell(r.shown_cmd),
-                        "" if b.lo is None else b.lo, "" if b.hi is None else b.hi - 1, b.count,
-                        h.writes, _label(p50), _label(p99), "" if r.bytes is None else r.bytes,
-                        small, few, "" if r.failed is None else r.failed,
-                        "" if r.spliced is None else r.spliced])
+        who = [_cell(r.host or ""), *when, "" if h.pid is None else h.pid,
+               _cell(safe_text(h.comm)), _cell(r.shown_cmd)]
+        extra = ["" if r.bytes is None else r.bytes, small, small_writes(h.buckets, small),
+                 "" if r.failed is None else r.failed, "" if r.spliced is None else r.spliced]
+        w.writerows(_csv_rows(who, h.buckets, extra, [""] * 4 if per_conn else []))
+        for c in r.connections or ():
+            w.writerows(_csv_rows(who, c.buckets, ["", small, small_writes(c.buckets, small),
+                                                   "", ""], list(c.ends)))
     return out.getvalue()
+
+
+def _csv_rows(who: list, buckets: Sequence[Bucket], extra: list, ends: list) -> list[list]:
+    p50, p99 = percentile(buckets, 0.5), percentile(buckets, 0.99)
+    writes = sum(b.count for b in buckets)
+    return [[*who, "" if b.lo is None else b.lo, "" if b.hi is None else b.hi - 1, b.count,
+             writes, _label(p50), _label(p99), *extra, *ends] for b in buckets]
 
 
 # --------------------------------------------------------------------------
@@ -416,9 +370,20 @@ def bucket_json(b: Bucket | None) -> dict | None:
     return {"value": b.lo, "max": None if b.hi is None else b.hi - 1, "count": b.count}
 
 
+def _small_json(buckets: Sequence[Bucket], small: int) -> dict:
+    few, writes = small_writes(buckets, small), sum(b.count for b in buckets)
+    return {"under": small, "writes": few, "share": round(few / writes, 4) if writes else None}
+
+
+def connection_json(c: Connection, small: int = SMALL) -> dict:
+    return {"laddr": c.laddr, "lport": c.lport, "raddr": c.raddr, "rport": c.rport,
+            "writes": c.writes, "p50": bucket_json(percentile(c.buckets, 0.5)),
+            "p99": bucket_json(percentile(c.buckets, 0.99)), "small": _small_json(c.buckets, small),
+            "buckets": [bucket_json(b) for b in c.buckets]}
+
+
 def process_json(row: Row, small: int = SMALL) -> dict:
     h = row.hist
-    few = small_writes(h.buckets, small)
     doc = {
         "host": row.host,
         "pid": h.pid,
@@ -432,13 +397,14 @@ def process_json(row: Row, small: int = SMALL) -> dict:
         "bytes": row.bytes,
         "p50": bucket_json(percentile(h.buckets, 0.5)),
         "p99": bucket_json(percentile(h.buckets, 0.99)),
-        "small": {"under": small, "writes": few,
-                  "share": round(few / h.writes, 4) if h.writes else None},
+        "small": _small_json(h.buckets, small),
         "buckets": [bucket_json(b) for b in h.buckets],
     }
     if row.spliced is not None:
         doc["splice_calls"] = {"calls": row.splice_call_count,
                                "buckets": [bucket_json(b) for b in row.splice_calls]}
+    if row.connections is not None:
+        doc["connections"] = [connection_json(c, small) for c in row.connections]
     if row.members > 1:
         doc["members"] = row.members
     return doc
@@ -469,22 +435,29 @@ def _values(snap: dump.Snapshot, name: str) -> dict[tuple[int, bytes], int] | No
     return values
 
 
+class Counting(NamedTuple):
+    """What the program counted besides the histograms (so that a map the
+    dump lacks is none counted: bpftrace prints nothing of an empty map)."""
+
+    failed: bool = False  # @failed[pid, comm] = count()
+    spliced: bool = False  # --spliced: @spliced, @splicecalls
+    connections: bool = False  # --connections: @conn
+
+
 def rows_of(snap: dump.Snapshot, name: str, host: str | None = None,
-            shape: str = dump.PID_COMM, failed_counted: bool = False,
-            spliced_counted: bool = False) -> list[Row]:
+            shape: str = dump.PID_COMM, counting: Counting = Counting()) -> list[Row]:
     """The rows of map ``name`` in one snapshot, each with its total bytes
-    when the program also summed them (``@bytes[pid, comm] = sum(size)``)
-    and its failed sends when it counted them (``@failed[pid, comm] =
-    count()``; ``failed_counted``: the program did, so no @failed is none
-    failed: bpftrace prints nothing of an empty map).  A process whose
-    every send failed is a row without buckets.  A map keyed by [comm]
-    gives one row per comm (members 0: how many processes it holds is not
-    known)."""
+    when the program also summed them (``@bytes[pid, comm] = sum(size)``),
+    its failed sends, spliced writes and connections when it counted them
+    (or the dump has them).  A process whose every send failed is a row
+    without buckets.  A map keyed by [comm] gives one row per comm
+    (members 0: how many processes it holds is not known)."""
     if shape == dump.COMM:
         return [Row(h, None, host, None, 0) for h in dump.processes(snap, name, shape)]
     totals = _values(snap, "@bytes") or {}
-    failed = _counted(snap, "@failed", failed_counted)
-    spliced = _counted(snap, "@spliced", spliced_counted)
+    failed = _counted(snap, "@failed", counting.failed)
+    spliced = _counted(snap, "@spliced", counting.spliced)
+    per_conn = conns.by_process(snap, counting.connections)
     calls = {(h.pid, h.comm): h.buckets for h in dump.processes(snap, "@splicecalls")}
     hists = dump.processes(snap, name, shape)
     seen = {(h.pid, h.comm) for h in hists}
@@ -495,7 +468,9 @@ def rows_of(snap: dump.Snapshot, name: str, host: str | None = None,
 
     return [Row(h, None, host, totals.get((h.pid, h.comm)) if h.pid is not None else None,
                 failed=of(failed, h), spliced=of(spliced, h),
-                splice_calls=calls.get((h.pid, h.comm), ()))
+                splice_calls=calls.get((h.pid, h.comm), ()),
+                connections=None if per_conn is None or h.pid is None
+                else per_conn.get((h.pid, h.comm), ()))
             for h in hists]
 
 
@@ -536,14 +511,51 @@ def dump_notes(parsed: dump.Dump, name: str, max_keys: int | None = None,
     said += [f"warning: {d}" for d in parsed.damaged]
     if parsed.lost_events:
         said.append(f"warning: bpftrace lost {parsed.lost_events} events")
+    return said + _full_maps(parsed, name, max_keys)
+
+
+def _full_maps(parsed: dump.Dump, name: str, max_keys: int | None) -> list[str]:
+    """The warnings of full maps: the process map's, and --connections'
+    map's apart.  That one has more keys and fills first; the process map
+    holds every write then, and the connections miss what it has more."""
+    said = []
     full = parsed.map_full
-    if max_keys is not None and not full:
-        used = max((sum(1 for h in dump.processes(s, name) for b in h.buckets if b.count)
-                    for s in parsed.snapshots), default=0)
-        full = used >= max_keys
+    missing = max((_sum_hist(s, name) - conns.writes(s) for s in parsed.snapshots
+                   if s.get(conns.MAP) is not None), default=0)
+    conn_full = _at_limit(parsed, lambda s: _entries(s, conns.MAP), max_keys) \
+        or full and missing > 0
+    if max_keys is not None:
+        full = _at_limit(parsed, lambda s: _entries(s, name), max_keys) or full and not conn_full
     if full:
-        said.append(map_full_warning(max_keys, parsed.dropped))
+        said.append(map_full_warning(max_keys, 0 if conn_full else parsed.dropped))
+    if conn_full:
+        said.append(f"warning: bpftrace's connection map was full: {_writes(missing)} in "
+                    "their process's histogram but in no connection's; "
+                    + (f"raise --max-keys (now {max_keys})" if max_keys else
+                       "give bpftrace a bigger map (tcpwdist --max-keys)"))
     return said
+
+
+def _at_limit(parsed: dump.Dump, entries: Callable[[dump.Snapshot], int],
+              max_keys: int | None) -> bool:
+    """Did a map hold as many entries as its limit (bpftrace 0.17 drops
+    updates in silence: that is how a full map shows)?"""
+    return max_keys is not None and max(map(entries, parsed.snapshots), default=0) >= max_keys
+
+
+def _entries(snap: dump.Snapshot, name: str) -> int:
+    """The (key, bucket) entries of hist map ``name``: what fills it."""
+    m = snap.get(name)
+    return 0 if m is None else sum(1 for e in m.entries if isinstance(e, dump.HistEntry)
+                                   for b in e.buckets if b.count)
+
+
+def _sum_hist(snap: dump.Snapshot, name: str) -> int:
+    return sum(h.writes for h in dump.processes(snap, name))
+
+
+def _writes(n: int) -> str:
+    return f"{n} write is" if n == 1 else f"{n} writes are"
 
 
 # --------------------------------------------------------------------------
@@ -679,5 +691,6 @@ def render(fmt: str, rows: Sequence[Row], meta: dict | None = None,
     if fmt == "csv":
         return render_csv(rows, header, meta, small)
     if fmt == "table":
+        from tcpwdist.table import render_table  # it builds on this module
         return render_table(rows, stamp, width, small)
     return render_dist(rows, stamp, width, small)

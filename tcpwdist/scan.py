@@ -17,7 +17,7 @@ _LOST_BYTES_RE = re.compile(rb"Lost (\d+) events")
 # on a 60,000-row dump, half what a line-anchored one took.)
 _ROW_COUNT_RE = re.compile(rb"[\])] +(\d+) \|")
 _HEADER_START_RE = re.compile(rb"^@\[", re.M)
-_OTHER_HIST_RE = re.compile(rb"^@\w+\[[^\n]*:\s*\n(?:\[[^\n]*\n?)*", re.M)  # @splicecalls...
+_OTHER_HIST_RE = re.compile(rb"^@\w+\[[^\n]*:\s*\n(?:\[[^\n]*\n?)*", re.M)  # @splicecalls, @conn
 _MARK_START_RE = re.compile(rb"^(?:" + b"|".join(m.encode() for m in marks.CUMULATIVE) + rb") .*$",
                             re.M)
 _MAP_FULL_BYTES = MAP_FULL.encode()
@@ -80,6 +80,8 @@ class SnapshotScan:
 
     @staticmethod
     def _rows(text: bytes) -> tuple[int, int]:
-        if b"@s" in text:  # another hist map's rows (--spliced's @splicecalls) are no writes
+        # Another hist map's rows (--spliced's @splicecalls, --connections'
+        # @conn) are no writes of their own.
+        if b"@s" in text or b"@c" in text:
             text = _OTHER_HIST_RE.sub(b"", text)
         return sum(map(int, _ROW_COUNT_RE.findall(text))), len(_HEADER_START_RE.findall(text))

@@ -53,10 +53,15 @@ _STACK_KEY = r"[^\n]*(?:\n[ \t][^\n]*)+\n[^\n]*?"  # one way to match: no backtr
 # A key over several lines is a (pid, comm) key whose comm holds
 # newlines: the kernel's comm is at most 15 bytes (TASK_COMM_LEN 16), so
 # no line of it is longer, nor can it hold more than 15 newlines.  The
-# bound keeps a key from swallowing the lines after a broken entry.
+# bound keeps a key from swallowing the lines after a broken entry.  The
+# last line may go on with --connections' four parts after the comm, the
+# addresses as ntop prints them (an IPv6 one is at most 45 characters).
 _COMM_MAX = 15
+_ADDR, _PORT = r"[0-9A-Fa-f.:]{2,45}", r"\d{1,5}"
+_LAST_LINE = rf"[^\n]{{0,{_COMM_MAX}}}(?:, {_ADDR}, {_PORT}, {_ADDR}, {_PORT})?"
 _KEY_LINES = (r"(?:\[(?P<key>[^\n]*|"
-              + "|".join(rf"[^\n]{{0,{_COMM_MAX + 9}}}(?:\n[^\n]{{0,{_COMM_MAX}}}){{{n}}}"
+              + "|".join(rf"[^\n]{{0,{_COMM_MAX + 9}}}(?:\n[^\n]{{0,{_COMM_MAX}}}){{{n - 1}}}"
+                         rf"\n{_LAST_LINE}"
                          for n in range(1, _COMM_MAX + 1))
               + rf"|{_STACK_KEY})\])?")
 _HEADER_PATTERN = rf"{_NAME}{_KEY_LINES}: ?[ \t]*\n"

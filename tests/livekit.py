@@ -121,6 +121,7 @@ class Workload:
         ready = [json.loads(self.proc.stdout.readline()) for _ in range(procs)]
         self.pids = [r["pid"] for r in ready]
         self.port = ready[0]["port"]
+        self.connections = {r["pid"]: r["connections"] for r in ready}  # each one's ends
 
     def go(self) -> None:
         self.gofile.touch()

@@ -523,3 +523,77 @@ def test_a_process_named_to_fool_the_parser_changes_no_other_numbers(bt, tmp_pat
     assert got[(attacker.pids[0], hostile.encode())] == 3
     assert (1, b"sshd") not in got
     assert "not map output" not in said, said  # nothing skipped, no entry damaged
+
+
+def by_connection(out: bytes, w: Workload) -> dict[int, dict[tuple, dict[int, int]]]:
+    """{pid: {(laddr, lport, raddr, rport): {bucket value: count}}} of the
+    workload's processes; each process's connections add up to it."""
+    found: dict[int, dict[tuple, dict[int, int]]] = {}
+    for doc in docs_of(out):
+        for p in doc["processes"]:
+            if p["pid"] not in w.pids:
+                continue
+            per = found.setdefault(p["pid"], {})
+            for c in p["connections"]:
+                hist = per.setdefault((c["laddr"], c["lport"], c["raddr"], c["rport"]), {})
+                for b in c["buckets"]:
+                    hist[b["value"]] = hist.get(b["value"], 0) + b["count"]
+            assert sum(c["writes"] for c in p["connections"]) == p["writes"]
+    return {pid: {k: {v: n for v, n in h.items() if n} for k, h in per.items()}
+            for pid, per in found.items()}
+
+
+def _ends(w: Workload, pid: int) -> list[tuple]:
+    return [(c["laddr"], c["lport"], c["raddr"], c["rport"]) for c in w.connections[pid]]
+
+
+@pytest.mark.guest
+def test_connections_each_get_their_own_exact_histogram(bt, tmp_path):
+    # Three connections (IPv4, IPv6, IPv4) of one process, and a process
+    # whose comm looks like the end of a connection key, newline included;
+    # with every probe that can run here (each reads the socket its way).
+    probes = [p for p in program.PROBES if _can_run(p, bt)]
+    print(f"--connections with {probes}")
+    assert probes
+    for probe in probes:
+        w = Workload(tmp_path, "100x3/6:2000x2/10x5,100x1")
+        odd = Workload(tmp_path, "50x2/6:5x1", name="c\n, 1, ::1, 2")
+        out, said = traced(bt, w, odd, args=("--connections", "--probe", probe))
+        a, b, c = _ends(w, w.pids[0])
+        assert by_connection(out, w) == {w.pids[0]: {a: {64: 3}, b: {1024: 2},
+                                                     c: {8: 5, 64: 1}}}, probe
+        d, e = _ends(odd, odd.pids[0])
+        assert by_connection(out, odd) == {odd.pids[0]: {d: {32: 2}, e: {4: 1}}}, probe
+        assert counts(out, w) == {w.pids[0]: {64: 4, 1024: 2, 8: 5}}
+        assert "not map output" not in said and "warning" not in said, said
+
+
+def test_connections_keep_the_filters_and_fit_every_format(bt, tmp_path):
+    w = Workload(tmp_path, "300x2/6:3000x4")
+    proc, _ = start(bt, "--connections", "-P", str(w.port), "-o", "table")
+    w.go()
+    out, _ = stop(proc)
+    (laddr, lport, raddr, rport), _ = _ends(w, w.pids[0])
+    # Only the IPv4 connection is on the port: the process's rows, its
+    # summary, then the connection's bucket and its summary.
+    rows = [ln.split() for ln in out.decode().splitlines() if ln.startswith(str(w.pids[0]))]
+    assert [r[-2:] for r in rows[:1]] == [["256", "2"]]
+    assert rows[2] == [str(w.pids[0]), f"{laddr}:{lport}", f"{raddr}:{rport}", "256", "2"]
+    assert rows[3][:4] == [str(w.pids[0]), f"{laddr}:{lport}", f"{raddr}:{rport}", "2"]
+    assert len(rows) == 4
+
+
+def test_a_full_connection_map_keeps_every_write_of_the_process(bt, tmp_path):
+    # 12 connections, one write each: 12 (connection, bucket) entries for
+    # a map of 10, while the process map needs 1.
+    w = Workload(tmp_path, "/".join(["100x1"] * 12))
+    out, said = traced(bt, w, args=("--connections", "-c", w.comm, "--max-keys", "10"))
+    [doc] = docs_of(out)
+    [p] = doc["processes"]
+    assert (p["writes"], len(p["connections"])) == (12, 10)
+    assert {(c["laddr"], c["lport"], c["raddr"], c["rport"]) for c in p["connections"]} < set(
+        _ends(w, w.pids[0]))
+    want = ("bpftrace's connection map was full: 2 writes are in their process's histogram "
+            "but in no connection's; raise --max-keys (now 10)")
+    assert doc["warnings"] == [want]
+    assert f"tcpwdist: warning: {want}" in said

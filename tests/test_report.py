@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import CAPTURES, capture_id
-from tcpwdist import dump, report
+from tcpwdist import dump, report, table
 from tcpwdist.shown import cut_cmd, safe_text
 from tcpwdist.dump import Bucket, ProcessHist
 
@@ -174,7 +174,7 @@ def test_small_writes_are_counted_from_the_buckets_in_every_format():
     assert [report.small_writes(row.hist.buckets, n) for n in (1, 2, 64, 32768)] == [0, 40, 60, 63]
     assert "   <64: 60 (95%)" in report.render_dist([row])
     assert "   <8: 60 (95%)" in report.render_dist([row], small=8)
-    assert re.search(r"^\s*7\s+chatty\s+63 .* 95%$", report.render_table([row]), re.M)
+    assert re.search(r"^\s*7\s+chatty\s+63 .* 95%$", table.render_table([row]), re.M)
     [p] = json.loads(report.render_json([row]))["processes"]
     assert p["small"] == {"under": 64, "writes": 60, "share": 0.9524}
     first = next(csv.DictReader(io.StringIO(report.render_csv([row], small=2))))
@@ -214,7 +214,8 @@ def test_failed_sends_are_reported_and_a_process_with_only_failures_too():
     # them, which prints nothing of an empty map: none failed.
     [plain] = dump.parse(FAILED_DUMP.split("@failed")[0]).snapshots
     assert [r.failed for r in report.rows_of(plain, "@")] == [None]
-    assert [r.failed for r in report.rows_of(plain, "@", failed_counted=True)] == [0]
+    counted = report.Counting(failed=True)
+    assert [r.failed for r in report.rows_of(plain, "@", counting=counted)] == [0]
 
 
 SPLICED_DUMP = """\
@@ -253,16 +254,17 @@ def test_spliced_writes_and_their_calls_are_reported_in_every_format():
         [(65536, 1), (1048576, 1)]
     first = next(csv.DictReader(io.StringIO(report.render_csv([row]))))
     assert first["spliced"] == "18"
-    assert re.search(r" 22 .* 18$", report.render_table([row]).splitlines()[-1])
+    assert re.search(r" 22 .* 18$", table.render_table([row]).splitlines()[-1])
     # Not asked for: null; asked for and none: 0.
     [plain] = dump.parse(SPLICED_DUMP.split("@spliced")[0]).snapshots
     assert [r.spliced for r in report.rows_of(plain, "@")] == [None]
-    assert [r.spliced for r in report.rows_of(plain, "@", spliced_counted=True)] == [0]
+    counted = report.Counting(spliced=True)
+    assert [r.spliced for r in report.rows_of(plain, "@", counting=counted)] == [0]
 
 
 def test_open_buckets_are_labelled():
     rows = [report.Row(ProcessHist(1, b"x", (Bucket(None, 0, 1), Bucket(100, None, 2))))]
-    text = report.render_table(rows)
+    text = table.render_table(rows)
     assert "< 0" in text and ">= 100" in text
     [p] = json.loads(report.render_json(rows))["processes"]
     assert p["buckets"] == [{"value": None, "max": -1, "count": 1},

@@ -5,6 +5,7 @@
                 [--ipv6] [--cgroup DIR]
     workload.py --comm NAME --nonblock 65536x40 [--go FILE]
     workload.py --comm NAME --writes 1048576x1 --sendfile
+    workload.py --comm NAME --writes "100x3/6:2000x2/10x1"
 
 Each of N processes renames itself (prctl PR_SET_NAME, so bpftrace's comm
 is NAME), connects to a loopback sink and makes each listed write with
@@ -13,7 +14,9 @@ one JSON line per process as soon as it is ready (pid, comm, sink port),
 and with --go waits for FILE to exist before writing, so a test can
 start tracing first.  --cgroup moves the writers into that cgroup v2.
 --sendfile makes each write one sendfile(2) of a file of that size,
-checking that the kernel sent it whole.
+checking that the kernel sent it whole.  Writes split by "/" go to
+connections of their own, in order (one prefixed "6:" to an IPv6 sink);
+the ready line lists each connection's ends (laddr, lport, raddr, rport).
 
 --nonblock: one process sends each listed size on a non-blocking socket
 to a sink that reads nothing until the sends are done, so the kernel
@@ -76,8 +79,19 @@ def parse_writes(text: str) -> list[tuple[int, int]]:
     return out
 
 
-def write_all(addr: tuple, writes: list[tuple[int, int]], sendfile: bool = False) -> None:
-    with socket.create_connection(addr[:2]) as s:
+def parse_connections(text: str) -> list[tuple[bool, list[tuple[int, int]]]]:
+    """"100x3/6:2000x2" -> [(False, [(100, 3)]), (True, [(2000, 2)])]: (IPv6?, writes)."""
+    return [(part.startswith("6:"), parse_writes(part.removeprefix("6:")))
+            for part in text.split("/")]
+
+
+def ends(s: socket.socket) -> dict:
+    local, remote = s.getsockname(), s.getpeername()
+    return {"laddr": local[0], "lport": local[1], "raddr": remote[0], "rport": remote[1]}
+
+
+def write_all(s: socket.socket, writes: list[tuple[int, int]], sendfile: bool = False) -> None:
+    with s:
         for size, times in writes:
             payload = b"w" * size
             if sendfile:
@@ -136,8 +150,9 @@ def main() -> int:
     args = ap.parse_args()
     if args.nonblock:
         return nonblocking(args)
-    writes = parse_writes(args.writes)
+    groups = parse_connections(args.writes)
     addr = sink(args.ipv6)
+    addr6 = sink(True) if any(six for six, _ in groups) else None
     # Writers block on this pipe; the parent closes it on --go, releasing
     # them all at once (300 processes polling a file would eat the CPU).
     go_r, go_w = os.pipe()
@@ -153,11 +168,16 @@ def main() -> int:
                     with open(os.path.join(args.cgroup, "cgroup.procs"), "w") as f:
                         f.write(str(os.getpid()))
                 set_comm(args.comm.encode())
+                socks = [socket.create_connection((addr6 if six else addr)[:2])
+                         for six, _ in groups]
                 # One write(2) of less than PIPE_BUF: lines from 300 writers never mix.
                 os.write(1, json.dumps({"pid": os.getpid(), "comm": args.comm,
-                                        "port": addr[1], "writes": writes}).encode() + b"\n")
+                                        "port": addr[1], "writes": groups[0][1],
+                                        "connections": [ends(s) for s in socks]}).encode()
+                         + b"\n")
                 os.read(go_r, 1)  # returns at EOF: the parent said go
-                write_all(addr, writes, args.sendfile)
+                for s, (_, writes) in zip(socks, groups):
+                    write_all(s, writes, args.sendfile)
                 os.write(w, b"x")
                 time.sleep(args.linger)
             finally:
