@@ -12,7 +12,7 @@ import traceback
 from dataclasses import replace
 from typing import Sequence
 
-from tcpwdist import __version__, host, live, program, readrun, report, shown
+from tcpwdist import __version__, host, live, program, report, shown
 from tcpwdist.console import PROG, Console, stream_is_terminal
 from tcpwdist.errors import (EXIT_CODE_MEANINGS, BpftraceMissing, ExitCode, NoProbe, TcpwdistError,
                              UsageError)
@@ -228,6 +228,7 @@ def run_read(args: argparse.Namespace, console: Console) -> int:
                          hint="with -r, -p PID and -c NAME filter the dump's processes")
     for comm in args.comm:
         program.validate_comm(comm)
+    from tcpwdist import readrun  # only -r needs it (start-up time: BENCHMARKS.md)
     return readrun.run(readrun.Request(tuple(args.read), args.map, tuple(args.pid),
                                        tuple(args.comm), report_options(args)), console)
 

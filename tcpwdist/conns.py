@@ -15,7 +15,6 @@ a report as one.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -62,6 +61,8 @@ def _address(text: str) -> str | None:
     """The address as bpftrace's ntop printed it (inet_ntop's spelling:
     ``::ffff:10.1.2.3``, which Python would write ``::ffff:a01:203``),
     if it is one."""
+    import ipaddress  # only a dump with connections needs it (start-up time)
+
     try:
         ipaddress.ip_address(text)
     except ValueError:

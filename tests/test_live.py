@@ -558,7 +558,9 @@ def test_connections_each_get_their_own_exact_histogram(bt, tmp_path):
     for probe in probes:
         w = Workload(tmp_path, "100x3/6:2000x2/10x5,100x1")
         odd = Workload(tmp_path, "50x2/6:5x1", name="c\n, 1, ::1, 2")
-        out, said = traced(bt, w, odd, args=("--connections", "--probe", probe))
+        # The bigger program can take over 30 s to load in a TCG guest (seen on 6.12).
+        out, said = traced(bt, w, odd, args=("--connections", "--probe", probe,
+                                             "--attach-timeout", "120"))
         a, b, c = _ends(w, w.pids[0])
         assert by_connection(out, w) == {w.pids[0]: {a: {64: 3}, b: {1024: 2},
                                                      c: {8: 5, 64: 1}}}, probe
