@@ -578,7 +578,9 @@ def test_connections_keep_the_filters_and_fit_every_format(bt, tmp_path):
     (laddr, lport, raddr, rport), _ = _ends(w, w.pids[0])
     # Only the IPv4 connection is on the port: the process's rows, its
     # summary, then the connection's bucket and its summary.
-    rows = [ln.split() for ln in out.decode().splitlines() if ln.startswith(str(w.pids[0]))]
+    # (A PID shorter than its column is right-aligned: a line may start with spaces.)
+    rows = [ln.split() for ln in out.decode().splitlines()
+            if ln.split()[:1] == [str(w.pids[0])]]
     assert [r[-2:] for r in rows[:1]] == [["256", "2"]]
     assert rows[2] == [str(w.pids[0]), f"{laddr}:{lport}", f"{raddr}:{rport}", "256", "2"]
     assert rows[3][:4] == [str(w.pids[0]), f"{laddr}:{lport}", f"{raddr}:{rport}", "2"]
