@@ -53,7 +53,7 @@ def run(entries: int, seconds: float, interval: bool, dump_file: str) -> dict:
     env = dict(os.environ, FAKE_MODE="ok", FAKE_SNAPSHOT_DUMP=dump_file, FAKE_PERIOD="1")
     child = pexpect.spawn(sys.executable, args, cwd=str(ROOT), env=env, timeout=seconds + 60,
                           dimensions=(24, 200), maxread=1 << 20)
-    child.expect("Hit Ctrl-C")
+    child.expect("Tracing TCP writes")  # -d: "... for S s..."
     start_cpu, t0 = cpu_seconds(child.pid), time.monotonic()
     last = start_cpu
     while child.isalive() and time.monotonic() - t0 < seconds - 0.2:
