@@ -9,11 +9,18 @@ Why a pty: bpftrace runs in its own session with the pty as its
 controlling terminal.  If tcpwdist dies, even by SIGKILL, the kernel
 closes the pty master and sends SIGHUP to bpftrace, whose default action
 ends it: no bpftrace is left behind with probes attached.
+
+What it prints (stdout and stderr, in the order written, as a pty would
+merge them) comes through a pipe instead: a pty moves at most a few KiB
+a read and post-processes every line, which for the whole map printed
+once a second is most of tcpwdist's CPU and a good part of bpftrace's
+(BENCHMARKS.md); a pipe moves 64 KiB a read, untouched.  bpftrace's
+stdout is line-buffered on a pipe as on a terminal (0.9.3+).
 """
 
 from __future__ import annotations
 
-import errno
+import fcntl
 import os
 import re
 import select
@@ -104,6 +111,32 @@ def tail(output: bytes, lines: int = 4) -> tuple[str, ...]:
 
 # The most one read takes before the feeds look at it again.
 _READ_MOST = 1 << 20
+# The pipe's capacity (the kernel's default is 64 KiB): a second's map
+# dump waits in it, not in a blocked bpftrace, while tcpwdist is busy.
+_PIPE_SIZE = 1 << 20
+
+
+def _output_pipe() -> tuple[int, int]:
+    """A pipe for bpftrace's output: (read end, non-blocking; write end)."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    try:
+        fcntl.fcntl(read_end, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+    except OSError:  # above /proc/sys/fs/pipe-max-size for a user: the default will do
+        pass
+    return read_end, write_end
+
+
+def _onto(parent: int, write_end: int) -> Callable[[], None]:
+    """What the child does before exec: stdout and stderr onto the pipe.
+    pexpect has closed the child's copy of every other descriptor by
+    then, so the pipe is opened again through the parent's."""
+    def child() -> None:
+        fd = os.open(f"/proc/{parent}/fd/{write_end}", os.O_WRONLY)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    return child
 
 
 class Session:
@@ -134,15 +167,19 @@ class Session:
         full_env.update(env)
         full_env[NOTIFY_ENV] = "1"
         full_env.setdefault("BPFTRACE_COLOR", "never")
+        self._fd, write_end = _output_pipe()
         try:
             self.child = pexpect.spawn(bpftrace, args, env=full_env, echo=False,
-                                       timeout=None, dimensions=(24, 200))
-        except pexpect.ExceptionPexpect as exc:
+                                       timeout=None, dimensions=(24, 200),
+                                       preexec_fn=_onto(os.getpid(), write_end))
+        except (pexpect.ExceptionPexpect, OSError) as exc:
+            os.close(self._fd)
             raise BpftraceMissing(f"cannot run {bpftrace}: {exc}".splitlines()[0],
                                   hint=INSTALL_HINT) from None
+        finally:
+            os.close(write_end)  # bpftrace holds it now: EOF is when bpftrace ends
         self.raw_log = raw_log
         self.raw_failed: str | None = None  # why writing raw_log stopped, if it did
-        os.set_blocking(self.child.child_fd, False)  # _read reads until the pty is empty
 
     # -- reading ---------------------------------------------------------
 
@@ -169,32 +206,26 @@ class Session:
     def _read(self, timeout: float) -> bytes:
         """Whatever arrives within ``timeout`` (b"" if nothing; sets eof).
 
-        Read from the pty directly, not through pexpect's read_nonblocking:
-        a pty hands over about 4 KiB a read, and a 60,000-entry map printed
-        once a second is 5 MB, so the layers above each os.read() are what
-        the progress line costs (BENCHMARKS.md)."""
+        Read until the pipe is empty: a 60,000-entry map printed once a
+        second is 5 MB (BENCHMARKS.md)."""
         if self.eof:
             return b""
-        fd = self.child.child_fd
+        fd = self._fd
         if not select.select([fd], [], [], timeout)[0]:
             return b""
         chunks: list[bytes] = []
         size = 0
         while size < _READ_MOST:
             try:
-                data = os.read(fd, 65536)
+                chunk = os.read(fd, _PIPE_SIZE)
             except BlockingIOError:  # the fd is non-blocking: all read
                 break
-            except OSError as exc:  # Linux: EIO once the pty's other side is closed
-                if exc.errno != errno.EIO:
-                    raise
-                data = b""
-            if not data:
+            if not chunk:
                 self.eof = True
                 break
-            chunks.append(data)
-            size += len(data)
-        data = b"".join(chunks)
+            chunks.append(chunk)
+            size += len(chunk)
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self._buffer += data
         if self.raw_log is not None and data:
             try:
@@ -336,6 +367,14 @@ class Session:
             self.child.close(force=True)
         except pexpect.ExceptionPexpect:
             self.stuck = True  # SIGKILL sent again by close(), and still there
+            return
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+            self.eof = True
 
     def describe_status(self) -> str:
         if self.child.signalstatus is not None:
