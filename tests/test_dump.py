@@ -443,6 +443,25 @@ def test_hand_snapshot_scan_counts_only_the_last_dump_and_every_warning():
     assert counter(warning + with_mark(second)) == (12, 2, 0, 4)
 
 
+def test_hand_snapshot_scan_follows_entries_that_change_leave_and_repeat():
+    # Each dump counted as the one before plus and minus its changed
+    # entries must count what a fresh scan of it counts: entries that
+    # change, leave the map, come back, and two with the same text.
+    def entry(pid, count):
+        return (f"@[{pid}, w]: \n[4, 8)   {count} |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|"
+                "\n\n").encode()
+    dumps = [[entry(1, 3), entry(2, 5)],
+             [entry(1, 4), entry(2, 5), entry(3, 1)],
+             [entry(3, 1), entry(3, 1)],
+             [],
+             [entry(2, 5), entry(1, 4), entry(4, 9)]]
+    counter = scan.SnapshotScan()
+    for n, entries in enumerate(dumps):
+        data = with_mark(b"".join(entries), f"12:00:0{n}.000000")
+        writes = sum(int(e.split(b")")[1].split(b"|")[0]) for e in entries)
+        assert counter(data) == scan.SnapshotScan()(data) == (writes, len(entries), 0, 0)
+
+
 # --------------------------------------------------------------------------
 # What people paste: other maps, banners, elisions, a missing last blank line.
 
