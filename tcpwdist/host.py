@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 
 from tcpwdist.errors import BpftraceMissing, UsageError
-from tcpwdist.program import NEWEST, Version, parse_version, wants_info
+from tcpwdist.program import NEWEST, OLDEST, Version, parse_version, wants_info
 
 TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 TRACEPOINT = "events/sock/sock_send_length"
@@ -82,16 +82,51 @@ def _readable(path: str) -> bool | None:
         return False if exc.errno in (errno.EPERM, errno.ENOENT) else None
 
 
-def _run(bpftrace: str, flag: str, timeout: float) -> subprocess.CompletedProcess[bytes]:
-    # One-shot queries need no pty: a plain pipe, bounded in time.
-    return subprocess.run([bpftrace, flag], stdin=subprocess.DEVNULL, capture_output=True,
-                          timeout=timeout, check=False)
+class Query:
+    """``bpftrace FLAG``, started at once and answered later, so that two
+    queries run side by side (start-up: BENCHMARKS.md).  One-shot queries
+    need no pty: a plain pipe, bounded in time."""
+
+    def __init__(self, bpftrace: str, flag: str) -> None:
+        self.bpftrace, self.flag = bpftrace, flag
+        try:
+            self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+                [bpftrace, flag], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE)
+            self.error: OSError | None = None
+        except OSError as exc:
+            self.proc, self.error = None, exc
+
+    def answer(self, timeout: float = VERSION_TIMEOUT) -> tuple[int, bytes]:
+        """Its exit status and output (stdout, then stderr); raises what
+        starting it raised, or subprocess.TimeoutExpired (it is ended)."""
+        if self.proc is None:
+            assert self.error is not None
+            raise self.error
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.discard()
+            raise
+        return self.proc.returncode, out + err
+
+    def discard(self) -> None:
+        """Not wanted after all: end it (it is this process's child),
+        without waiting (subprocess reaps it later)."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
 
 
-def version_text(bpftrace: str, timeout: float = VERSION_TIMEOUT) -> str:
+def version_text(bpftrace: str, timeout: float = VERSION_TIMEOUT,
+                 query: Query | None = None) -> str:
     """``bpftrace --version``'s output; BpftraceMissing if it cannot run."""
     try:
-        done = _run(bpftrace, "--version", timeout)
+        status, output = (query or Query(bpftrace, "--version")).answer(timeout)
     except FileNotFoundError:
         raise BpftraceMissing(f"{bpftrace} not found", hint=INSTALL_HINT) from None
     except PermissionError:
@@ -102,8 +137,8 @@ def version_text(bpftrace: str, timeout: float = VERSION_TIMEOUT) -> str:
     except OSError as exc:
         raise BpftraceMissing(f"cannot run {bpftrace}: {exc.strerror}", hint=INSTALL_HINT) \
             from None
-    text = (done.stdout + done.stderr).decode("utf-8", "replace").strip()
-    if done.returncode != 0 or "bpftrace" not in text.lower():
+    text = output.decode("utf-8", "replace").strip()
+    if status != 0 or "bpftrace" not in text.lower():
         raise BpftraceMissing(f"{bpftrace} --version failed: {text[:200]!r}", hint=INSTALL_HINT)
     return text
 
@@ -115,26 +150,37 @@ def fentry_from_info(info: str) -> bool | None:
     return None if m is None else m.group(1) == "yes"
 
 
-def info_text(bpftrace: str, timeout: float = VERSION_TIMEOUT) -> str:
-    """``bpftrace --info`` (root only); '' if it fails."""
+def info_text(bpftrace: str, timeout: float = VERSION_TIMEOUT,
+              query: Query | None = None) -> str:
+    """``bpftrace --info`` (root only; 0.17 prints it on stderr, later
+    versions on stdout); '' if it fails."""
     try:
-        done = _run(bpftrace, "--info", timeout)
+        status, output = (query or Query(bpftrace, "--info")).answer(timeout)
     except (OSError, subprocess.TimeoutExpired):
         return ""
-    # 0.17 prints --info on stderr; later versions on stdout.
-    return (done.stdout + done.stderr).decode("utf-8", "replace") if done.returncode == 0 else ""
+    return output.decode("utf-8", "replace") if status == 0 else ""
 
 
 def gather(bpftrace: str, requested: str = "auto") -> Facts:
-    """The facts that plan ``requested`` (a probe or auto): --info is run
-    only when the decision needs it (program.wants_info)."""
+    """The facts that plan ``requested`` (a probe or auto).  --info is
+    asked only when the decision may need it (program.wants_info), and
+    then beside --version, not after it; once the version says it is not
+    needed (0.24+ no longer tells), it is ended unread."""
     k = kernel()
-    text = version_text(bpftrace)
-    version = parse_version(text)
-    if version is None:
-        raise BpftraceMissing(f"cannot tell the version of {bpftrace} from {text[:80]!r}",
-                              hint=INSTALL_HINT)
-    fentry = fentry_from_info(info_text(bpftrace)) if wants_info(requested, k, version) else None
+    info = Query(bpftrace, "--info") if wants_info(requested, k, OLDEST) else None
+    fentry = None
+    try:
+        text = version_text(bpftrace, query=Query(bpftrace, "--version"))
+        version = parse_version(text)
+        if version is None:
+            raise BpftraceMissing(f"cannot tell the version of {bpftrace} from {text[:80]!r}",
+                                  hint=INSTALL_HINT)
+        if info is not None and wants_info(requested, k, version):
+            fentry = fentry_from_info(info_text(bpftrace, query=info))
+            info = None
+    finally:
+        if info is not None:
+            info.discard()
     return Facts(k, Bpftrace(bpftrace, version, text, fentry))
 
 

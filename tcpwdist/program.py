@@ -83,6 +83,7 @@ HEADER = """\
 """
 
 NEWEST: Version = (99, 0, 0)
+OLDEST: Version = (0, 0, 0)  # what is true of some version: wants_info(..., OLDEST)
 
 # bpftrace's comm is 16 bytes with the NUL: a longer name can never match.
 COMM_MAX = 15

@@ -63,15 +63,46 @@ def test_missing_bpftrace_is_a_clean_error(tmp_path):
         host.version_text(str(script))
 
 
-def test_gather_asks_info_only_when_it_decides(monkeypatch):
-    asked = []
-    monkeypatch.setattr(host, "info_text", lambda b: asked.append(b) or "kfunc: yes\n")
+class RecordedQuery(host.Query):
+    """host.Query, noting what was started and what was ended unread."""
+    started: list[str] = []
+    discarded: list[str] = []
+
+    def __init__(self, bpftrace, flag):
+        super().__init__(bpftrace, flag)
+        self.started.append(flag)
+
+    def discard(self):
+        self.discarded.append(self.flag)
+        super().discard()
+
+
+@pytest.fixture
+def queries(monkeypatch):
+    RecordedQuery.started, RecordedQuery.discarded = [], []
+    monkeypatch.setattr(host, "Query", RecordedQuery)
+    return RecordedQuery
+
+
+def test_gather_asks_info_only_when_it_decides(monkeypatch, queries):
     monkeypatch.setattr(host, "kernel", lambda: host.Kernel(kprobes=True))
-    assert host.gather(FAKE).bpftrace.fentry is None and asked == []
+    assert host.gather(FAKE).bpftrace.fentry is None
+    assert queries.started == ["--version"]
+    # No kprobes: auto may try fentry, so --info runs beside --version.
     monkeypatch.setattr(host, "kernel", lambda: host.Kernel(kprobes=False))
     facts = host.gather(FAKE)
-    assert facts.bpftrace.fentry is True and asked == [FAKE]
-    assert facts.bpftrace.version == (0, 17, 0)
+    assert queries.started == ["--version", "--info", "--version"]
+    assert facts.bpftrace.fentry is False and facts.bpftrace.version == (0, 17, 0)
+    assert queries.discarded == []
+
+
+def test_gather_ends_info_unread_once_the_version_says_it_tells_nothing(monkeypatch, queries):
+    # 0.24+ has no fentry line in --info: it was started in case, and is ended.
+    monkeypatch.setattr(host, "kernel", lambda: host.Kernel(kprobes=False))
+    monkeypatch.setenv("FAKE_VERSION", "0.27.1")
+    facts = host.gather(FAKE)
+    assert facts.bpftrace.fentry is None and facts.bpftrace.version == (0, 27, 1)
+    assert queries.started == ["--info", "--version"] and queries.discarded == ["--info"]
 
 
 def test_cgroup_outside_cgroup2_is_a_usage_error():
