@@ -5,14 +5,12 @@ exit codes.  The live run is :mod:`tcpwdist.live`, the -r run
 from __future__ import annotations
 
 import argparse
-import shutil
 import signal
 import sys
-import traceback
 from dataclasses import replace
 from typing import Sequence
 
-from tcpwdist import __version__, host, live, program, report, shown
+from tcpwdist import __version__, host, live, options, program, shown
 from tcpwdist.console import PROG, Console, stream_is_terminal
 from tcpwdist.errors import (EXIT_CODE_MEANINGS, BpftraceMissing, ExitCode, NoProbe, TcpwdistError,
                              UsageError)
@@ -72,16 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print the bpftrace program that would run, and exit")
     p.add_argument("-d", "--duration", metavar="SECONDS", type=_positive_float,
                    help="trace for this long, then report (default: until Ctrl-C)")
-    p.add_argument("-o", "--output", choices=report.FORMATS, default="dist",
+    p.add_argument("-o", "--output", choices=options.FORMATS, default="dist",
                    help="report format (default: dist)")
-    p.add_argument("-s", "--sort", choices=report.SORTS, default="writes",
+    p.add_argument("-s", "--sort", choices=options.SORTS, default="writes",
                    help="order of processes (default: writes, the busiest first)")
     p.add_argument("--top", metavar="N", type=_positive_int,
                    help="show only the first N processes")
-    p.add_argument("--small", metavar="N", type=_small, default=report.SMALL,
+    p.add_argument("--small", metavar="N", type=_small, default=options.SMALL,
                    help="summaries give the share of writes under N bytes (default: "
-                        f"{report.SMALL}; rounded down to a power of two, a bucket edge)")
-    p.add_argument("--group-by", choices=report.GROUPS, default="pid",
+                        f"{options.SMALL}; rounded down to a power of two, a bucket edge)")
+    p.add_argument("--group-by", choices=options.GROUPS, default="pid",
                    help="one histogram per process (pid, the default), per command "
                         "name across processes and hosts (comm), or per host")
     p.add_argument("-T", "--timestamp", action="store_true",
@@ -190,9 +188,9 @@ def program_options(args: argparse.Namespace) -> program.ProgramOptions:
                                   spliced=args.spliced, connections=args.connections)
 
 
-def report_options(args: argparse.Namespace) -> report.Options:
-    return report.Options(args.output, args.sort, args.top, args.group_by, args.timestamp,
-                          report_width(), report.small_edge(args.small))
+def report_options(args: argparse.Namespace) -> options.Options:
+    return options.Options(args.output, args.sort, args.top, args.group_by, args.timestamp,
+                           report_width(), options.small_edge(args.small))
 
 
 def report_width() -> int:
@@ -200,8 +198,9 @@ def report_width() -> int:
     shutil reads it), else 80: a file or a pipe gets the same report
     wherever it is made."""
     if not stream_is_terminal(sys.stdout):
-        return report.WIDTH
-    return max(40, shutil.get_terminal_size((report.WIDTH, 24)).columns)
+        return options.WIDTH
+    import shutil  # here: start-up time (BENCHMARKS.md)
+    return max(40, shutil.get_terminal_size((options.WIDTH, 24)).columns)
 
 
 def live_request(args: argparse.Namespace) -> live.Request:
@@ -264,7 +263,7 @@ def show_program(args: argparse.Namespace, console: Console) -> int:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    edge = report.small_edge(args.small)
+    edge = options.small_edge(args.small)
     if edge != args.small and not args.program:
         console.say(f"note: --small {args.small} is not a bucket edge: the summaries count the "
                     f"writes under {edge} bytes (the bucket [{edge}, {2 * edge}) holds sizes on "
@@ -288,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in exc.details:
             console.detail(shown.safe_text(line.encode("utf-8", "surrogateescape")))
         if args.traceback:
+            import traceback
             traceback.print_exc()
         return int(exc.exit_code)
     except KeyboardInterrupt:
@@ -296,6 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.INTERRUPTED_EARLY)
     except Exception as exc:  # a bug: say so, and how to report it
         if args.traceback:
+            import traceback
             traceback.print_exc()
         else:
             console.say(f"internal error: {type(exc).__name__}: {exc} "

@@ -111,8 +111,8 @@ class Query:
         return self.proc.returncode, out + err
 
     def discard(self) -> None:
-        """Not wanted after all: end it (it is this process's child),
-        without waiting (subprocess reaps it later)."""
+        """Not wanted after all: end it (it is this process's child) and
+        reap it (SIGKILL ends a bpftrace that is starting at once)."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
@@ -120,6 +120,10 @@ class Query:
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
+        try:
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            pass  # stuck in the kernel: it is reaped when it ends (or by init)
 
 
 def version_text(bpftrace: str, timeout: float = VERSION_TIMEOUT,

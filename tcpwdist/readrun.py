@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass, replace
 from typing import BinaryIO, Iterator
 
-from tcpwdist import dump, live, ownjson, report
+from tcpwdist import dump, options, ownjson, report, tracing
 from tcpwdist.console import Console
 from tcpwdist.errors import DumpError, ExitCode, UsageError
 
@@ -24,7 +24,7 @@ class Request:
     map_name: str | None = None
     pids: tuple[int, ...] = ()  # -p: any of these
     comms: tuple[str, ...] = ()  # -c: any of these (both given: both must match)
-    options: report.Options = report.Options()
+    options: options.Options = options.Options()
 
 
 def run(req: Request, console: Console) -> int:
@@ -116,7 +116,7 @@ def _heard(inp: Input, console: Console) -> tuple[int, tuple[str, ...]]:
     said = report.dump_notes(inp.parsed, inp.name)
     for line in said:
         console.say_once(line)
-    return live.cut_code(inp.parsed, console), report.warnings_of(said)
+    return tracing.cut_code(inp.parsed, console), report.warnings_of(said)
 
 
 def _once(paths: tuple[str, ...]) -> tuple[str, ...]:

@@ -34,17 +34,11 @@ from typing import Any, Callable, Iterable, NamedTuple, Sequence
 from tcpwdist import conns, dump
 from tcpwdist.conns import Connection
 from tcpwdist.dump import Bucket, ProcessHist, format_label
+from tcpwdist.options import SMALL, WIDTH, Options
 from tcpwdist.shown import cut, cut_cmd, safe_str, safe_text
 
-FORMATS = ("dist", "table", "csv", "json")
-SORTS = ("writes", "bytes", "pid", "comm")
-GROUPS = ("pid", "comm", "host")
 JSON_SCHEMA_VERSION = 1
 BAR_WIDTH = 40  # DTrace's quantize() bar
-# Reports fit this many columns (a terminal's width when stdout is one):
-# longer CMDs are cut, keeping the program and its script (cut_cmd).
-WIDTH = 80
-SMALL = 64  # --small: a summary says how many writes were under this many bytes
 _WHO_WIDTH = len(" PID: 1234567 CMD: ")  # dist: what comes before CMD
 
 
@@ -196,13 +190,6 @@ def _who(row: Row, width: int, hosts: bool) -> str:
         return f" COMM: {cut(safe_text(h.comm), width)}  ({_processes(row.members)})"
     # At least 20 columns of CMD, however narrow the terminal and long the host.
     return f" {host}PID: {h.pid:<7} CMD: {cut_cmd(row.shown_cmd, max(20, width - len(host)))}"
-
-
-def small_edge(n: int) -> int:
-    """The bucket edge --small N counts under: N itself when it is one (a
-    power of two), else the edge below it (the bucket across N holds
-    writes on both sides of it)."""
-    return 1 << (n.bit_length() - 1)
 
 
 def small_writes(buckets: Sequence[Bucket], under: int) -> int:
@@ -560,19 +547,6 @@ def _writes(n: int) -> str:
 
 # --------------------------------------------------------------------------
 # A series of reports.
-
-
-@dataclass(frozen=True)
-class Options:
-    """How reports look: the report options of the command line."""
-
-    fmt: str = "dist"
-    sort: str = "writes"
-    top: int | None = None
-    group_by: str = "pid"
-    timestamp: bool = False  # -T: the time on every line where it fits
-    width: int = WIDTH  # columns of dist and table (the terminal's, when stdout is one)
-    small: int = SMALL  # summaries count the writes under this many bytes (a bucket edge)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ PACKAGE = ROOT / "tcpwdist"
 MODULES = sorted(PACKAGE.glob("*.py"))
 # The pure core: nothing from the edge (processes, pty, /proc, signals).
 PURE = {"program", "dump", "textdump", "jsondump", "report", "table", "conns", "shown", "errors",
-        "marks", "scan"}
+        "marks", "scan", "options"}
 EDGE_LIBRARIES = {"pexpect": "trace", "pyparsing": "textdump", "tabulate": "table"}
 
 
@@ -63,3 +65,17 @@ def test_imports_run_one_way():
             assert not mods & {"subprocess", "signal", "pexpect", "socket"}, name
         for library, owner in EDGE_LIBRARIES.items():
             assert library not in mods or name == owner, f"{library} belongs to {owner}"
+
+
+def test_what_tracing_does_not_need_before_bpftrace_starts_is_not_imported():
+    # Start-up (BENCHMARKS.md): the command line is parsed and bpftrace
+    # started before the dump readers and the reports are imported (live
+    # imports tracing while bpftrace compiles).
+    code = ("import sys, tcpwdist.cli; print(' '.join(sorted(m for m in sys.modules "
+            "if m.startswith(('tcpwdist.', 'pyparsing', 'tabulate', 'socket', 'json')))))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, check=True)
+    loaded = set(done.stdout.split())
+    assert loaded & {"tcpwdist.tracing", "tcpwdist.report", "tcpwdist.dump", "pyparsing",
+                     "tabulate", "socket", "json"} == set()
+    assert {"tcpwdist.live", "tcpwdist.trace", "tcpwdist.host"} <= loaded

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import CAPTURES, capture_id
-from tcpwdist import dump, report, table
+from tcpwdist import dump, options, report, table
 from tcpwdist.shown import cut_cmd, safe_text
 from tcpwdist.dump import Bucket, ProcessHist
 
@@ -35,7 +35,7 @@ def render(tcpwdist, capture: Path, fmt: str) -> str:
     return re.sub(r'"source":"[^"]*",', "", done.out)
 
 
-@pytest.mark.parametrize("fmt", report.FORMATS)
+@pytest.mark.parametrize("fmt", options.FORMATS)
 @pytest.mark.parametrize("capture", [c for c in SAME_RUN
                                      if scenario(c) != "interval" or ".interval-" in c.name],
                          ids=capture_id)
@@ -161,10 +161,10 @@ def test_a_merged_dist_keeps_the_zero_rows_between_its_members():
 
 
 def test_timestamp_is_shown_once_per_interval_in_dist():
-    series = report.Series(report.Options(fmt="dist", timestamp=True), numbered=True)
+    series = report.Series(options.Options(fmt="dist", timestamp=True), numbered=True)
     text = series.next([report.Row(hist(b"x", (1, 5), pid=9))], "12:00:01")
     assert text.count("12:00:01") == 1 and text.startswith("12:00:01\n")
-    table = report.Series(report.Options(fmt="table", timestamp=True), numbered=True)
+    table = report.Series(options.Options(fmt="table", timestamp=True), numbered=True)
     assert table.next([report.Row(hist(b"x", (1, 5), pid=9))], "12:00:01").count(
         "12:00:01") == 2  # the heading, and the TIME column of the one row
 
@@ -183,7 +183,7 @@ def test_small_writes_are_counted_from_the_buckets_in_every_format():
 
 @pytest.mark.parametrize("n,edge", [(1, 1), (2, 2), (63, 32), (64, 64), (100, 64), (4096, 4096)])
 def test_small_rounds_down_to_a_bucket_edge(n, edge):
-    assert report.small_edge(n) == edge
+    assert options.small_edge(n) == edge
 
 
 @pytest.mark.parametrize("part,whole,shown", [(0, 5, "0%"), (1, 1000, "<1%"), (999, 1000, ">99%"),
@@ -285,7 +285,7 @@ def test_no_control_byte_reaches_a_text_report_and_no_csv_cell_is_a_formula(comm
     hist = dump.ProcessHist(7, comm, (dump.Bucket(1, 2, 3),))
     rows = [report.Row(hist, cmd, host)]
     for fmt in ("dist", "table", "csv"):
-        series = report.Series(report.Options(fmt=fmt, timestamp=True))
+        series = report.Series(options.Options(fmt=fmt, timestamp=True))
         text = series.next(rows, stamp)
         assert all(ch == "\n" or unicodedata.category(ch) not in ("Cc", "Cf") for ch in text), \
             (fmt, text)
