@@ -1,17 +1,24 @@
 #!/usr/bin/env python3
 """Start-up: tcpwdist's time to "Tracing" beside bare bpftrace's own
-time to attach the same program, per bpftrace version.
+time to attach, per bpftrace version.
 
-    bench/bench_startup.py [--runs N] [BPFTRACE ...]
+    bench/bench_startup.py [--runs N] [--tcpwdist CMD] [BPFTRACE ...]
 
-Bare: ``bpftrace -e PROGRAM`` (the program auto chose, as --program
-prints it, without the header comment), timed from spawn to its attach
-notice (the ``__BPFTRACE_NOTIFY_PROBES_ATTACHED`` hook, 0.14+, on stdout or
-stderr).  tcpwdist: spawn to its "Tracing ... Hit Ctrl-C" line, which it
-prints once bpftrace has attached: what it adds is the Python start, the
-host's facts (``bpftrace --version``, and ``--info`` where it decides),
-and reading the notice.  Both are stopped with SIGINT.  Medians of N runs,
-alternating; one JSON line per bpftrace.  Needs root.
+Bare: ``bpftrace -e PROGRAM`` (the canonical program auto chose, as
+--program prints it without the header comment, and bpftrace's default
+map size), timed from spawn to its attach notice (the
+``__BPFTRACE_NOTIFY_PROBES_ATTACHED`` hook, 0.14+, on stdout or stderr).
+tcpwdist: spawn to its "Tracing" line, which it prints once bpftrace has
+attached; twice: with ``--max-keys 4096`` (bpftrace's own default, so the
+same map as bare) and with its default 65536, whose bigger map bpftrace
+allocates as it starts (beside bare bpftrace given that map size too).
+What tcpwdist adds is the Python start, the host's facts (``bpftrace
+--version``, and ``--info`` where it decides) and its program's two more
+probes (the once-a-second snapshot, END).  All
+are stopped with SIGINT.  Medians of N runs, alternating; one JSON line
+per bpftrace.  ``--tcpwdist``: the command to time (an installed
+tcpwdist, as users run it; default: this tree's, ``python -m
+tcpwdist``).  Needs root.
 """
 
 from __future__ import annotations
@@ -69,6 +76,7 @@ def program_for(bpftrace: str) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--tcpwdist", help="the tcpwdist command to time (default: this tree's)")
     ap.add_argument("bpftraces", nargs="*", default=["bpftrace"])
     args = ap.parse_args()
     for bpftrace in args.bpftraces:
@@ -76,20 +84,33 @@ def main() -> int:
                                  text=True).stdout.strip()
         program = program_for(bpftrace)
         env = dict(os.environ, __BPFTRACE_NOTIFY_PROBES_ATTACHED="1", BPFTRACE_COLOR="never")
-        bare, tool = [], []
+        tool_cmd = (args.tcpwdist.split() if args.tcpwdist
+                    else [sys.executable, "-m", "tcpwdist"])
+        # bpftrace's map size: the old name up to 0.19, the new from 0.20
+        # (0.20-0.23 read both), as tcpwdist sets it.
+        big = dict(env, BPFTRACE_MAP_KEYS_MAX="65536", BPFTRACE_MAX_MAP_KEYS="65536")
+        runs: dict[str, list[float]] = {"bare_attach_s": [], "tcpwdist_tracing_s": [],
+                                        "bare_65536_keys_s": [],
+                                        "tcpwdist_default_max_keys_s": []}
         for _ in range(args.runs):
-            bare.append(timed([bpftrace, "-e", program], b"__BPFTRACE_NOTIFY_PROBES_ATTACHED",
-                              env))
-            tool.append(timed([sys.executable, "-m", "tcpwdist", "--bpftrace", bpftrace,
-                               "-o", "json"], b"Hit Ctrl-C", dict(os.environ)))
-        print(json.dumps({
-            "bpftrace": version, "probe": program.split(":", 1)[0],
-            "bare_attach_s": {"median": round(statistics.median(bare), 3),
-                              "min": round(min(bare), 3), "max": round(max(bare), 3)},
-            "tcpwdist_tracing_s": {"median": round(statistics.median(tool), 3),
-                                   "min": round(min(tool), 3), "max": round(max(tool), 3)},
-            "added_s": round(statistics.median(tool) - statistics.median(bare), 3)}),
-            flush=True)
+            for key, bare_env in (("bare_attach_s", env), ("bare_65536_keys_s", big)):
+                runs[key].append(timed([bpftrace, "-e", program],
+                                       b"__BPFTRACE_NOTIFY_PROBES_ATTACHED", bare_env))
+            for key, extra in (("tcpwdist_tracing_s", ["--max-keys", "4096"]),
+                               ("tcpwdist_default_max_keys_s", [])):
+                runs[key].append(timed(tool_cmd + ["--bpftrace", bpftrace, "-o", "json"] + extra,
+                                       b"Tracing", dict(os.environ)))
+        out: dict[str, object] = {"bpftrace": version, "probe": program.split(":", 1)[0],
+                                  "tcpwdist": " ".join(tool_cmd)}
+        for key, times in runs.items():
+            out[key] = {"median": round(statistics.median(times), 3),
+                        "min": round(min(times), 3), "max": round(max(times), 3)}
+        bare = statistics.median(runs["bare_attach_s"])
+        out["added_s"] = round(statistics.median(runs["tcpwdist_tracing_s"]) - bare, 3)
+        out["added_default_max_keys_s"] = round(
+            statistics.median(runs["tcpwdist_default_max_keys_s"])
+            - statistics.median(runs["bare_65536_keys_s"]), 3)
+        print(json.dumps(out), flush=True)
     return 0
 
 

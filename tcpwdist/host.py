@@ -165,27 +165,48 @@ def info_text(bpftrace: str, timeout: float = VERSION_TIMEOUT,
     return output.decode("utf-8", "replace") if status == 0 else ""
 
 
+class Asked:
+    """The facts that plan ``requested`` (a probe or auto), asked for at
+    once and read by :meth:`facts`: bpftrace answers while Python goes
+    on (start-up: BENCHMARKS.md).  --info is asked only when the decision
+    may need it (program.wants_info), beside --version, not after it;
+    once the version says it is not needed (0.24+ no longer tells), it
+    is ended unread."""
+
+    def __init__(self, bpftrace: str, requested: str = "auto") -> None:
+        self.bpftrace, self.requested = bpftrace, requested
+        self.kernel = kernel()
+        self._info: Query | None = (Query(bpftrace, "--info")
+                                    if wants_info(requested, self.kernel, OLDEST) else None)
+        self._version: Query | None = Query(bpftrace, "--version")
+
+    def facts(self) -> Facts:
+        fentry = None
+        try:
+            text = version_text(self.bpftrace, query=self._version)
+            self._version = None
+            version = parse_version(text)
+            if version is None:
+                raise BpftraceMissing(f"cannot tell the version of {self.bpftrace} from "
+                                      f"{text[:80]!r}", hint=INSTALL_HINT)
+            if self._info is not None and wants_info(self.requested, self.kernel, version):
+                fentry = fentry_from_info(info_text(self.bpftrace, query=self._info))
+                self._info = None
+        finally:
+            self.discard()
+        return Facts(self.kernel, Bpftrace(self.bpftrace, version, text, fentry))
+
+    def discard(self) -> None:
+        """End what was not read (nothing, once facts() has returned)."""
+        for query in (self._info, self._version):
+            if query is not None:
+                query.discard()
+        self._info = self._version = None
+
+
 def gather(bpftrace: str, requested: str = "auto") -> Facts:
-    """The facts that plan ``requested`` (a probe or auto).  --info is
-    asked only when the decision may need it (program.wants_info), and
-    then beside --version, not after it; once the version says it is not
-    needed (0.24+ no longer tells), it is ended unread."""
-    k = kernel()
-    info = Query(bpftrace, "--info") if wants_info(requested, k, OLDEST) else None
-    fentry = None
-    try:
-        text = version_text(bpftrace, query=Query(bpftrace, "--version"))
-        version = parse_version(text)
-        if version is None:
-            raise BpftraceMissing(f"cannot tell the version of {bpftrace} from {text[:80]!r}",
-                                  hint=INSTALL_HINT)
-        if info is not None and wants_info(requested, k, version):
-            fentry = fentry_from_info(info_text(bpftrace, query=info))
-            info = None
-    finally:
-        if info is not None:
-            info.discard()
-    return Facts(k, Bpftrace(bpftrace, version, text, fentry))
+    """The facts that plan ``requested``, asked and read (Asked)."""
+    return Asked(bpftrace, requested).facts()
 
 
 def cgroup2_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[str]:

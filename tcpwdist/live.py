@@ -15,11 +15,14 @@ import importlib
 import os
 import signal
 from dataclasses import dataclass, replace
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from tcpwdist import host, options, program, trace
+from tcpwdist import host, options, program
 from tcpwdist.console import Console
 from tcpwdist.errors import NoProbe, PermissionDenied, TcpwdistError, UsageError
+
+if TYPE_CHECKING:
+    from tcpwdist import trace
 
 TRACING = "Tracing TCP writes"  # how the one line before tracing begins
 
@@ -102,7 +105,14 @@ def run(req: Request, console: Console) -> int:
         if not os.path.exists(f"/proc/{pid}"):  # a typo, or a process that has exited
             console.say(f"warning: -p {pid}: no such process: only a process that gets "
                         "this PID later would be traced")
-    facts = host.gather(req.bpftrace, req.probe)
+    asked = host.Asked(req.bpftrace, req.probe)
+    try:
+        # While bpftrace answers, the pty's side is imported (pexpect).
+        importlib.import_module("tcpwdist.trace")
+    except BaseException:
+        asked.discard()
+        raise
+    facts = asked.facts()
     plan = program.plan(req.probe, facts.kernel, facts.bpftrace)
     programs = [(p, program.generate(replace(req.program, probe=p, snapshots=True,
                                              version=facts.bpftrace.version), header=False))
@@ -174,6 +184,7 @@ def _attach(req: Request, facts: host.Facts, programs: list[tuple[str, str]],
             plan: program.Plan, raw: BinaryIO | None, flags: Flags,
             console: Console) -> tuple[str, trace.Session, list[tuple[str, str]]]:
     """Start the plan's programs in turn until one attaches."""
+    from tcpwdist import trace  # imported already, in run()
     failures = list(plan.skipped)
     # Silence after an interrupt escalates within a third of --stop-timeout.
     timeouts = trace.Timeouts(attach=req.attach_timeout, stop=req.stop_timeout,
