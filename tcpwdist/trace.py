@@ -14,7 +14,8 @@ What it prints (stdout and stderr, in the order written, as a pty would
 merge them) comes through a pipe instead: a pty moves at most a few KiB
 a read and post-processes every line, which for the whole map printed
 once a second is most of tcpwdist's CPU and a good part of bpftrace's
-(BENCHMARKS.md); a pipe moves 64 KiB a read, untouched.  bpftrace's
+(BENCHMARKS.md); a pipe moves what it holds (up to 1 MiB here) a
+read, untouched.  bpftrace's
 stdout is line-buffered on a pipe as on a terminal (0.9.3+).
 """
 
